@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates .venv with the system's python3 if missing and installs what is missing into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gradtx-installed
+
+.PHONY: demo test test-slow test-all bench install fixtures
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
+	$(PY) -m pip install -q -e '.[test,demo,benchmarks]' 2>&1 | grep -v "Location" || true
+	$(PY) -c "import gradtx, jax, optax, flax, orbax.checkpoint, tqdm, matplotlib"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m gradtx.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2
+
+bench: $(STAMP)
+	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/memory.py
+
+# Regenerates tests/fidelity/fixtures/*.npz; installs its PyTorch oracle into .venv-oracle only when run.
+fixtures:
+	$(PYTHON) tests/fidelity/make_fixtures.py

@@ -1,0 +1,28 @@
+"""gradtx: composable optax gradient transformations from recent optimizer papers.
+
+Every method is a pure ``optax.GradientTransformationExtraArgs``: ``scale_by_<method>`` gives the update
+direction, ``<method>(learning_rate, ...)`` the full optimizer. :data:`gradtx.registry.OPTIMIZERS` lists the
+full optimizers with their papers and reference implementations.
+"""
+
+from gradtx import registry as registry
+from gradtx.registry import OPTIMIZERS as OPTIMIZERS
+from gradtx.registry import OptimizerSpec as OptimizerSpec
+
+# sign momentum
+from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
+from gradtx.sign_momentum import lion as lion
+from gradtx.sign_momentum import scale_by_lion as scale_by_lion
+from gradtx.sign_momentum import signum as signum
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "ScaleByLionState",
+    "lion",
+    "registry",
+    "scale_by_lion",
+    "signum",
+]

@@ -1,0 +1,1 @@
+"""Shared pieces every gradtx transformation builds on: validation, tree helpers, reductions."""

@@ -1,0 +1,32 @@
+"""Scalar numerics shared by the moment-keeping transformations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def bias_correction(decay: Any, count: jax.Array) -> jax.Array:
+  """``1 - decay ** count`` in float32 (count is the number of moment updates so far, >= 1)."""
+  return 1.0 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32)
+
+
+def schedule_value(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array:
+  """The value of a float or optax schedule at step ``count``, as a float32 scalar."""
+  return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
+
+
+def ema(moment: Any, value: Any, decay: Any, order: int = 1) -> Any:
+  """``decay * moment + (1 - decay) * value ** order`` leaf by leaf, kept in each moment's dtype.
+
+  Traced ``decay`` (float32 under ``inject_hyperparams``) would otherwise promote bf16/f16 moments.
+  """
+
+  def one(m, v):
+    v = v if order == 1 else v**order if order != 2 else v * v
+    return (decay * m + (1.0 - decay) * v.astype(m.dtype)).astype(m.dtype)
+
+  return jax.tree.map(one, moment, value)

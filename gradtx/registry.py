@@ -1,0 +1,75 @@
+"""The one table of gradtx's full optimizers.
+
+Tests (``tests/conformance``), benchmarks, notebooks and the demo enumerate :data:`OPTIMIZERS` instead of
+special-casing names: registering a new optimizer here (with :func:`register`, next to its factory) is what
+puts it under the contract suite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """How to build, test and cite one full optimizer.
+
+  Attributes:
+    name: registry key, the name of the factory in the flat ``gradtx`` namespace.
+    factory: ``(**kwargs) -> optax.GradientTransformationExtraArgs``.
+    test_kwargs: arguments under which the optimizer converges on the small contract problems.
+    family: the folder of ``gradtx`` the method lives in.
+    paper: title, authors, year and arXiv link.
+    reference: the implementation the method was checked against (repo@commit, file).
+    required_extra_args: names of keyword arguments ``update`` cannot work without (e.g. ``('loss_fn',)``).
+    static_args: argument names that ``optax.inject_hyperparams`` must treat as static (flags, modes,
+      structural ints, callables).
+    state_per_param: human-readable state size, for the README table (e.g. ``"1 (m)"``).
+    elementwise: True when the update is elementwise per parameter (step-time benchmark group).
+    optax_counterpart: optional ``(factory, kwargs)`` of the closest optax optimizer, benchmarked beside it.
+  """
+
+  name: str
+  factory: Callable[..., optax.GradientTransformationExtraArgs]
+  test_kwargs: Mapping[str, Any]
+  family: str
+  paper: str
+  reference: str
+  required_extra_args: tuple[str, ...] = ()
+  static_args: tuple[str, ...] = ()
+  state_per_param: str = ""
+  elementwise: bool = True
+  optax_counterpart: tuple[Callable[..., optax.GradientTransformation], Mapping[str, Any]] | None = None
+
+  def build(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
+    """The optimizer under ``test_kwargs`` updated with ``overrides``."""
+    return self.factory(**{**self.test_kwargs, **overrides})
+
+
+_OPTIMIZERS: dict[str, OptimizerSpec] = {}
+
+#: Read-only view of every registered optimizer, by name.
+OPTIMIZERS: Mapping[str, OptimizerSpec] = MappingProxyType(_OPTIMIZERS)
+
+
+def register(spec: OptimizerSpec) -> OptimizerSpec:
+  """Adds ``spec`` to :data:`OPTIMIZERS`; a second spec under the same name is a ``ValueError``."""
+  if spec.name in _OPTIMIZERS and _OPTIMIZERS[spec.name] is not spec:
+    raise ValueError(f"`name` {spec.name!r} is already registered; names must be unique.")
+  if "learning_rate" not in spec.test_kwargs:
+    raise ValueError(f"`test_kwargs` of {spec.name!r} must set learning_rate, got {dict(spec.test_kwargs)!r}.")
+  _OPTIMIZERS[spec.name] = spec
+  return spec
+
+
+def get(name: str) -> OptimizerSpec:
+  """The spec registered under ``name``; a ``ValueError`` lists the registered names otherwise."""
+  try:
+    return _OPTIMIZERS[name]
+  except KeyError:
+    raise ValueError(f"`name` must be one of {sorted(_OPTIMIZERS)!r}, got {name!r}.") from None
