@@ -15,14 +15,42 @@ from gradtx.sign_momentum import lion as lion
 from gradtx.sign_momentum import scale_by_lion as scale_by_lion
 from gradtx.sign_momentum import signum as signum
 
+# state compression
+from gradtx.quantization import QuantizedArray as QuantizedArray
+from gradtx.quantization import QuantizeStateState as QuantizeStateState
+from gradtx.quantization import adamw_8bit as adamw_8bit
+from gradtx.quantization import create_dynamic_map as create_dynamic_map
+from gradtx.quantization import dequantize_blockwise as dequantize_blockwise
+from gradtx.quantization import lion_8bit as lion_8bit
+from gradtx.quantization import quantize_blockwise as quantize_blockwise
+from gradtx.quantization import quantize_state as quantize_state
+
 __version__ = "0.1.0"
 
 __all__ = [
     "OPTIMIZERS",
     "OptimizerSpec",
+    "QuantizeStateState",
+    "QuantizedArray",
     "ScaleByLionState",
+    "StableEmbedding",
+    "adamw_8bit",
+    "create_dynamic_map",
+    "dequantize_blockwise",
     "lion",
+    "lion_8bit",
+    "quantize_blockwise",
+    "quantize_state",
     "registry",
     "scale_by_lion",
     "signum",
 ]
+
+
+def __getattr__(name: str):
+  # Flax is an optional dependency: import the nnx layer only when it is asked for.
+  if name == "StableEmbedding":
+    from gradtx.quantization.embedding import StableEmbedding  # pylint: disable=import-outside-toplevel
+
+    return StableEmbedding
+  raise AttributeError(f"module 'gradtx' has no attribute {name!r}")

@@ -1,0 +1,197 @@
+"""``quantize_state``: keep chosen fields of any optax transformation's state in block-wise 8 bits.
+
+Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
+https://arxiv.org/abs/2110.02861
+
+Reference implementation: bitsandbytes@95f9af30 ``optim/optimizer.py::Optimizer2State`` (which state is
+quantized with which map, ``min_8bit_size``) and ``backends/triton/kernels_optim.py::
+optimizer_update_8bit_blockwise_pytorch`` (the step): dequantize the states to float32, run the float32
+update, requantize with the new per-block absmax. bitsandbytes hard-codes this loop into each optimizer's
+kernel; gradtx wraps any optax transformation instead, so the 8-bit state of AdamW, Lion, AdaBelief (or of
+a user's chain) comes from the same wrapper.
+
+What is quantized: every floating-point leaf of at least ``min_size`` elements found under a state field
+named in ``fields`` (``mu`` and ``nu`` by default), at any depth of the state (``chain``, ``masked``,
+``partition``, ``inject_hyperparams``, ``MultiSteps`` and ``apply_if_finite`` states alike). Fields named
+in ``unsigned_fields`` (second moments: ``nu``, ``nu_max``) use the unsigned map, the others the signed
+map, as bitsandbytes does for its state1 / state2. Smaller leaves stay in full precision, as bitsandbytes
+keeps tensors under ``min_8bit_size = 4096`` in 32 bits.
+
+Where gradtx differs from bitsandbytes:
+  * The inner transformation sees its quantized fields in float32 whatever its ``mu_dtype`` was, as
+    bitsandbytes computes in float32; the updates are cast back to the dtype of the incoming updates.
+  * The parameter update uses the freshly computed (not yet requantized) moments, as in bitsandbytes; only
+    the stored state is 8-bit.
+  * bitsandbytes' CUDA kernel skips elements whose gradient is NaN/Inf and zeroes their moments; gradtx
+    leaves that decision to the inner transformation (see :mod:`gradtx.quantization.blockwise` for what a
+    non-finite moment does to its block).
+
+State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the
+PRNG ``key`` made from ``seed`` and the inner state with each quantized leaf replaced by a
+:class:`~gradtx.quantization.blockwise.QuantizedArray` of arrays (``codes`` uint8 with the leaf's shape and
+sharding, ``absmax`` float32 per block, laid out as described in :mod:`gradtx.quantization.blockwise`), so
+orbax round trips it exactly. ``init`` quantizes the inner state's initial values through the same function
+as ``update``, so the shardings after ``init``, ``jit(init)`` and ``update`` agree. To place the state
+yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built from ``jax.eval_shape(tx.init, params)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradtx.core import tree, validation
+from gradtx.quantization import blockwise, maps
+
+
+class QuantizeStateState(NamedTuple):
+  """State of :func:`quantize_state`: step count, PRNG key, and the inner state with quantized leaves."""
+
+  count: jax.Array
+  key: jax.Array
+  inner_state: Any
+
+
+def _is_quantized(node: Any) -> bool:
+  return isinstance(node, blockwise.QuantizedArray)
+
+
+def _field_index(path: tuple[Any, ...], fields: tuple[str, ...]) -> int | None:
+  """Position in ``path`` of the outermost attribute named in ``fields`` (a state field such as ``mu``)."""
+  for i, entry in enumerate(path):
+    if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name in fields:
+      return i
+  return None
+
+
+def _mask_allows(mask_entries: list[tuple[tuple[Any, ...], Any]], param_path: tuple[Any, ...]) -> bool:
+  """The boolean of the mask entry whose path is a prefix of ``param_path`` (True when there is none)."""
+  for path, value in mask_entries:
+    if param_path[: len(path)] == path:
+      return bool(value)
+  return True
+
+
+def quantize_state(
+    inner: optax.GradientTransformation,
+    *,
+    fields: Sequence[str] = ("mu", "nu"),
+    bits: int = 8,
+    block_size: int = 256,
+    min_size: int = 4096,
+    unsigned_fields: Sequence[str] = ("nu", "nu_max"),
+    quantize_mask: Any | Callable[[optax.Params], Any] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Keeps the named fields of ``inner``'s state in block-wise 8-bit codes between steps.
+
+  Each step dequantizes the fields, runs ``inner.update`` in float32 and requantizes the new values with
+  fresh per-block scales (bitsandbytes' 8-bit optimizer step, for any optax transformation):
+
+  .. math::
+
+    s_{t-1} = Q^{-1}(c_{t-1}, a_{t-1}), \quad (u_t, s_t) = \mathrm{inner}(g_t, s_{t-1}), \quad
+    a_t = \max_{\text{block}} |s_t|, \quad c_t = \operatorname{round}_{\text{map}}(s_t / a_t)
+
+  Args:
+    inner: any optax transformation whose state has NamedTuple fields named in ``fields``.
+    fields: state field names whose floating-point leaves are quantized (at any depth of the state).
+    bits: bits per code; only 8 is implemented.
+    block_size: elements per block sharing one float32 scale (bitsandbytes >= 0.44: 256; paper: 2048).
+    min_size: leaves with fewer elements stay in full precision (bitsandbytes' ``min_8bit_size``).
+    unsigned_fields: fields (non-negative statistics) quantized with the unsigned map; the rest use the
+      signed map. The unsigned map stores negative values as 0.
+    quantize_mask: a tree of booleans with the structure of the params (or a prefix of it), or a function
+      of the params returning one; ``False`` keeps that param's state in full precision (bitsandbytes'
+      per-parameter ``optim_bits=32`` override, used for :class:`gradtx.StableEmbedding`).
+    stochastic_rounding: round each requantized value up or down at random, unbiased, instead of to the
+      nearest map value.
+    seed: seed of the stochastic-rounding key (folded with the step and the leaf index).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose state is a :class:`QuantizeStateState`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, gradtx
+    >>> tx = gradtx.quantize_state(optax.adam(1e-2), min_size=0)
+    >>> params = {"w": jnp.ones((4, 300))}
+    >>> state = tx.init(params)
+    >>> mu = state.inner_state[0].mu["w"]
+    >>> mu.codes.dtype, mu.codes.shape, mu.absmax.shape
+    (dtype('uint8'), (4, 300), (5,))
+    >>> updates, state = tx.update({"w": jnp.full((4, 300), 0.5)}, state, params)
+    >>> round(float(updates["w"][0, 0]), 6)
+    -0.01
+
+  References:
+    Dettmers et al., `8-bit Optimizers via Block-wise Quantization <https://arxiv.org/abs/2110.02861>`_,
+    2022.
+  """
+  fields = _check_names("fields", fields)
+  unsigned_fields = _check_names("unsigned_fields", unsigned_fields, allow_empty=True)
+  validation.check_choice("bits", bits, (8,))
+  validation.check_int("block_size", block_size, low=1)
+  validation.check_int("min_size", min_size, low=0)
+  validation.check_int("seed", seed)
+  if not isinstance(stochastic_rounding, bool):
+    raise ValueError(f"`stochastic_rounding` must be a bool, got {stochastic_rounding!r}.")
+
+  def code_for(path: tuple[Any, ...]) -> Any:
+    name = path[_field_index(path, fields)].name
+    return maps.unsigned_map() if name in unsigned_fields else maps.signed_map()
+
+  def init_fn(params):
+    inner_state = inner.init(params)
+    mask = quantize_mask(params) if callable(quantize_mask) else quantize_mask
+    mask_entries = [] if mask is None else jax.tree_util.tree_flatten_with_path(mask)[0]
+
+    def choose(path, leaf):
+      i = _field_index(path, fields)
+      if i is None or not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.size < min_size:
+        return leaf
+      if not _mask_allows(mask_entries, path[i + 1 :]):
+        return leaf
+      return blockwise.quantize_blockwise(leaf, code_for(path), block_size)
+
+    return QuantizeStateState(
+        count=jnp.zeros([], jnp.int32),
+        key=jax.random.PRNGKey(seed),
+        inner_state=jax.tree_util.tree_map_with_path(choose, inner_state),
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    with jax.named_scope("gradtx/quantize_state"):
+      stored, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state, is_leaf=_is_quantized)
+      full = [
+          blockwise.dequantize_blockwise(node, code_for(path), block_size) if _is_quantized(node) else node
+          for path, node in stored
+      ]
+      new_updates, new_inner = inner.update(updates, treedef.unflatten(full), params, **extra_args)
+      step_key = jax.random.fold_in(state.key, state.count)
+      requantized = []
+      for i, ((path, old), new) in enumerate(zip(stored, treedef.flatten_up_to(new_inner))):
+        if _is_quantized(old):
+          key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
+          new = blockwise.quantize_blockwise(new, code_for(path), block_size, key=key)
+        requantized.append(new)
+      new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
+      return new_updates, QuantizeStateState(
+          count=tree.safe_increment(state.count),
+          key=state.key,
+          inner_state=treedef.unflatten(requantized),
+      )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_names(name: str, value: Any, allow_empty: bool = False) -> tuple[str, ...]:
+  ok = isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+  if not ok or (not allow_empty and not value):
+    raise ValueError(f"`{name}` must be a {'' if allow_empty else 'non-empty '}sequence of field names, "
+                     f"got {value!r}.")
+  return tuple(value)
