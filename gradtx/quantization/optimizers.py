@@ -196,12 +196,12 @@ registry.register(
     registry.OptimizerSpec(
         name="lion_8bit",
         factory=lion_8bit,
-        test_kwargs={"learning_rate": 0.01, "min_size": 0},
+        test_kwargs={"learning_rate": 0.03, "min_size": 0},
         family="quantization",
         paper=_PAPER,
         reference="bitsandbytes@95f9af30 optim/lion.py Lion8bit; backends/triton/kernels_optim.py",
         static_args=_STATIC,
         state_per_param="1 byte (uint8 m) + 4 bytes per block of 256",
-        optax_counterpart=(optax.lion, {"learning_rate": 0.01, "weight_decay": 0.0}),
+        optax_counterpart=(optax.lion, {"learning_rate": 0.03, "weight_decay": 0.0}),
     )
 )

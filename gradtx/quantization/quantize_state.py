@@ -22,15 +22,22 @@ Where gradtx differs from bitsandbytes:
     bitsandbytes computes in float32; the updates are cast back to the dtype of the incoming updates.
   * The parameter update uses the freshly computed (not yet requantized) moments, as in bitsandbytes; only
     the stored state is 8-bit.
+  * A quantized leaf that the inner update returns unchanged keeps its codes and scales (bitsandbytes
+    requantizes every step, but its state always changes); requantizing an unchanged leaf is not
+    idempotent, so wrappers that hold the state still for some steps (``MultiSteps``, ``apply_if_finite``)
+    would otherwise shrink it or, with stochastic rounding, let it wander.
   * bitsandbytes' CUDA kernel skips elements whose gradient is NaN/Inf and zeroes their moments; gradtx
     leaves that decision to the inner transformation (see :mod:`gradtx.quantization.blockwise` for what a
     non-finite moment does to its block).
 
 State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the
-PRNG ``key`` made from ``seed`` and the inner state with each quantized leaf replaced by a
-:class:`~gradtx.quantization.blockwise.QuantizedArray` of arrays (``codes`` uint8 with the leaf's shape and
-sharding, ``absmax`` float32 per block, laid out as described in :mod:`gradtx.quantization.blockwise`), so
-orbax round trips it exactly. ``init`` quantizes the inner state's initial values through the same function
+PRNG ``key`` made from ``seed``, the inner state with each quantized leaf replaced by its uint8 ``codes``
+(the leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tuple
+with one entry per inner-state leaf, the leaf's float32 per-block scales or ``None`` (laid out and sharded
+as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so orbax round trips them exactly.
+The scales sit outside the inner state so that wrappers which re-wrap every state leaf (nnx's
+``Optimizer`` turns each into a variable carrying the param's metadata) never see an array whose shape
+differs from its param's. ``init`` quantizes the inner state's initial values through the same function
 as ``update``, so the shardings after ``init``, ``jit(init)`` and ``update`` agree. To place the state
 yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built from ``jax.eval_shape(tx.init, params)``.
 """
@@ -49,15 +56,21 @@ from gradtx.quantization import blockwise, maps
 
 
 class QuantizeStateState(NamedTuple):
-  """State of :func:`quantize_state`: step count, PRNG key, and the inner state with quantized leaves."""
+  """State of :func:`quantize_state`.
+
+  Attributes:
+    count: steps taken (folded into the stochastic-rounding key).
+    key: PRNG key made from ``seed``.
+    inner_state: the inner transformation's state, each quantized leaf replaced by its uint8 codes (same
+      shape, so the param's sharding and Flax nnx metadata still fit it).
+    absmax: one entry per leaf of ``inner_state`` in flattening order: the float32 per-block scales of a
+      quantized leaf, ``None`` for a leaf kept in full precision.
+  """
 
   count: jax.Array
   key: jax.Array
   inner_state: Any
-
-
-def _is_quantized(node: Any) -> bool:
-  return isinstance(node, blockwise.QuantizedArray)
+  absmax: tuple[jax.Array | None, ...]
 
 
 def _field_index(path: tuple[Any, ...], fields: tuple[str, ...]) -> int | None:
@@ -121,8 +134,8 @@ def quantize_state(
     >>> tx = gradtx.quantize_state(optax.adam(1e-2), min_size=0)
     >>> params = {"w": jnp.ones((4, 300))}
     >>> state = tx.init(params)
-    >>> mu = state.inner_state[0].mu["w"]
-    >>> mu.codes.dtype, mu.codes.shape, mu.absmax.shape
+    >>> codes, absmax = state.inner_state[0].mu["w"], state.absmax[1]
+    >>> codes.dtype, codes.shape, absmax.shape
     (dtype('uint8'), (4, 300), (5,))
     >>> updates, state = tx.update({"w": jnp.full((4, 300), 0.5)}, state, params)
     >>> round(float(updates["w"][0, 0]), 6)
@@ -149,41 +162,63 @@ def quantize_state(
     inner_state = inner.init(params)
     mask = quantize_mask(params) if callable(quantize_mask) else quantize_mask
     mask_entries = [] if mask is None else jax.tree_util.tree_flatten_with_path(mask)[0]
-
-    def choose(path, leaf):
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(inner_state)
+    stored, absmax = [], []
+    for path, leaf in leaves:
       i = _field_index(path, fields)
-      if i is None or not jnp.issubdtype(leaf.dtype, jnp.floating) or leaf.size < min_size:
-        return leaf
-      if not _mask_allows(mask_entries, path[i + 1 :]):
-        return leaf
-      return blockwise.quantize_blockwise(leaf, code_for(path), block_size)
-
+      chosen = (
+          i is not None
+          and jnp.issubdtype(leaf.dtype, jnp.floating)
+          and leaf.size >= min_size
+          and _mask_allows(mask_entries, path[i + 1 :])
+      )
+      q = blockwise.quantize_blockwise(leaf, code_for(path), block_size) if chosen else None
+      stored.append(leaf if q is None else q.codes)
+      absmax.append(None if q is None else q.absmax)
     return QuantizeStateState(
         count=jnp.zeros([], jnp.int32),
         key=jax.random.PRNGKey(seed),
-        inner_state=jax.tree_util.tree_map_with_path(choose, inner_state),
+        inner_state=treedef.unflatten(stored),
+        absmax=tuple(absmax),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     with jax.named_scope("gradtx/quantize_state"):
-      stored, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state, is_leaf=_is_quantized)
+      leaves, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state)
+      if len(leaves) != len(state.absmax):
+        raise ValueError(
+            f"`state` does not come from this transformation's init: {len(leaves)} inner-state leaves, "
+            f"{len(state.absmax)} absmax entries."
+        )
       full = [
-          blockwise.dequantize_blockwise(node, code_for(path), block_size) if _is_quantized(node) else node
-          for path, node in stored
+          leaf if a is None else blockwise.dequantize_blockwise(
+              blockwise.QuantizedArray(leaf, a), code_for(path), block_size
+          )
+          for (path, leaf), a in zip(leaves, state.absmax)
       ]
       new_updates, new_inner = inner.update(updates, treedef.unflatten(full), params, **extra_args)
       step_key = jax.random.fold_in(state.key, state.count)
-      requantized = []
-      for i, ((path, old), new) in enumerate(zip(stored, treedef.flatten_up_to(new_inner))):
-        if _is_quantized(old):
-          key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
-          new = blockwise.quantize_blockwise(new, code_for(path), block_size, key=key)
-        requantized.append(new)
+      stored, absmax = [], []
+      new_leaves = treedef.flatten_up_to(new_inner)
+      for i, ((path, codes), a, old, new) in enumerate(zip(leaves, state.absmax, full, new_leaves)):
+        if a is None:
+          stored.append(new)
+          absmax.append(None)
+          continue
+        key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
+        q = blockwise.quantize_blockwise(new, code_for(path), block_size, key=key)
+        # A leaf the inner update left as it was (MultiSteps between updates, apply_if_finite skipping a
+        # step) keeps its codes: requantizing is not idempotent (a block whose largest magnitude is
+        # negative shrinks by the signed map's 0.99297 each time, and stochastic rounding would random-walk).
+        unchanged = jnp.all(new == old)
+        stored.append(jnp.where(unchanged, codes, q.codes))
+        absmax.append(jnp.where(unchanged, a, q.absmax))
       new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
       return new_updates, QuantizeStateState(
           count=tree.safe_increment(state.count),
           key=state.key,
-          inner_state=treedef.unflatten(requantized),
+          inner_state=treedef.unflatten(stored),
+          absmax=tuple(absmax),
       )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
