@@ -19,8 +19,12 @@ DECAY_MODES = ("none", "decoupled", "fixed", "l2")
 
 
 def official_adabelief(p0, grads, *, lr, b1=0.9, b2=0.999, eps=1e-16, weight_decay=0.0, amsgrad=False,
-                       weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True):
-  """float64 transcription of ``AdaBelief.step`` (juntang-zhuang/Adabelief-Optimizer@2855178e)."""
+                       weight_decouple=True, fixed_decay=False, rectify=True, degenerated_to_sgd=True,
+                       n_sma_threshold=5):
+  """float64 transcription of ``AdaBelief.step`` (juntang-zhuang/Adabelief-Optimizer@2855178e).
+
+  The official threshold is the constant 5; ``n_sma_threshold`` is pytorch-optimizer's generalization.
+  """
   p = np.array(p0, np.float64)
   m, s, s_max = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
   trajectory = [p.copy()]
@@ -47,7 +51,7 @@ def official_adabelief(p0, grads, *, lr, b1=0.9, b2=0.999, eps=1e-16, weight_dec
       beta2_t = b2**step
       n_sma_max = 2 / (1 - b2) - 1
       n_sma = n_sma_max - 2 * step * beta2_t / (1 - beta2_t)
-      if n_sma >= 5:
+      if n_sma >= n_sma_threshold:
         step_size = math.sqrt(
             (1 - beta2_t) * (n_sma - 4) / (n_sma_max - 4) * (n_sma - 2) / n_sma * n_sma_max / (n_sma_max - 2)
         ) / (1 - b1**step)
@@ -55,7 +59,7 @@ def official_adabelief(p0, grads, *, lr, b1=0.9, b2=0.999, eps=1e-16, weight_dec
         step_size = 1.0 / (1 - b1**step)
       else:
         step_size = -1
-      if n_sma >= 5:
+      if n_sma >= n_sma_threshold:
         p = p - step_size * lr * m / (np.sqrt(s) + eps)
       elif step_size > 0:
         p = p - step_size * lr * m
@@ -90,6 +94,14 @@ def test_matches_official_code_default_eps():
   grads, p0 = _helpers.gradients(), _helpers.params0()
   reference = official_adabelief(p0, grads, lr=LR)
   _helpers.assert_matches(gradtx.adabelief(LR), reference, grads)
+
+
+@pytest.mark.parametrize("degenerated_to_sgd", [True, False])
+def test_n_sma_threshold(degenerated_to_sgd):
+  grads, p0 = _helpers.gradients(), _helpers.params0()
+  kwargs = dict(eps=1e-8, n_sma_threshold=8.5, degenerated_to_sgd=degenerated_to_sgd)
+  reference = official_adabelief(p0, grads, lr=LR, **kwargs)
+  _helpers.assert_matches(gradtx.adabelief(LR, **kwargs), reference, grads)
 
 
 def test_early_steps_follow_degenerated_to_sgd():
