@@ -164,7 +164,7 @@ def lion(
   Examples:
     >>> import jax, jax.numpy as jnp, optax, gradtx
     >>> f = lambda p: jnp.sum((p - 3.0) ** 2)
-    >>> tx = gradtx.lion(learning_rate=0.05)
+    >>> tx = gradtx.lion(learning_rate=optax.linear_schedule(0.1, 0.0, 100))
     >>> params = jnp.zeros(3)
     >>> state = tx.init(params)
     >>> for _ in range(100):
@@ -188,7 +188,7 @@ registry.register(
     registry.OptimizerSpec(
         name="lion",
         factory=lion,
-        test_kwargs={"learning_rate": 0.01},
+        test_kwargs={"learning_rate": 0.03},
         family="sign_momentum",
         paper="Chen et al., Symbolic Discovery of Optimization Algorithms, 2023, arXiv:2302.06675",
         reference="google/automl@6a54c874 lion/lion_optax.py; pytorch-optimizer 4.1.0 Lion",
