@@ -164,13 +164,13 @@ def lion(
   Examples:
     >>> import jax, jax.numpy as jnp, optax, gradtx
     >>> f = lambda p: jnp.sum((p - 3.0) ** 2)
-    >>> tx = gradtx.lion(learning_rate=optax.linear_schedule(0.1, 0.0, 100))
+    >>> tx = gradtx.lion(learning_rate=optax.cosine_decay_schedule(0.2, 100))
     >>> params = jnp.zeros(3)
     >>> state = tx.init(params)
     >>> for _ in range(100):
     ...   updates, state = tx.update(jax.grad(f)(params), state, params)
     ...   params = optax.apply_updates(params, updates)
-    >>> bool(f(params) < 0.1)
+    >>> bool(f(params) < 1e-3)
     True
 
   References:
