@@ -5,8 +5,9 @@ https://arxiv.org/abs/2110.02861
 
 Reference implementation: bitsandbytes@95f9af30 ``optim/adamw.py::AdamW8bit``, ``optim/lion.py::Lion8bit``
 and the step ``backends/triton/kernels_optim.py::optimizer_update_8bit_blockwise_pytorch``. Each optimizer is
-:func:`~gradtx.quantization.quantize_state.quantize_state` around the gradtx/optax direction, followed by
-decoupled weight decay and the learning rate (:func:`gradtx.core.alias.decoupled`); the defaults are
+:func:`~gradtx.quantization.quantize_state.quantize_state` around a direction (Adam's, written here with
+float32 scalars as the kernel has them; :func:`gradtx.scale_by_lion`), followed by decoupled weight decay
+and the learning rate (:func:`gradtx.core.alias.decoupled`); the defaults are
 bitsandbytes' (AdamW8bit: lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 1e-2; Lion8bit: lr 1e-4, betas
 (0.9, 0.99), weight decay 0; both: blocks of 256, tensors under 4096 elements in 32 bits).
 
@@ -22,15 +23,50 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, validation
+from gradtx.core import alias, numerics, tree, validation
 from gradtx.quantization.quantize_state import quantize_state
 from gradtx.sign_momentum.lion import scale_by_lion
 
 _PAPER = "Dettmers et al., 8-bit Optimizers via Block-wise Quantization, ICLR 2022, arXiv:2110.02861"
 _STATIC = ("mask", "block_size", "min_size", "quantize_mask", "stochastic_rounding", "seed")
+
+
+def _scale_by_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformationExtraArgs:
+  """Adam's direction as bitsandbytes' 8-bit kernel computes it, with a dtype-stable full-precision path.
+
+  ``optax.scale_by_adam`` computes ``1 - b`` in Python float64 for a float ``b`` but in float32 for a traced
+  one (1.3e-5 relative apart for 0.999), and promotes float16/bfloat16 moments to float32 when ``b`` is
+  traced; here every scalar is float32 (as the kernel's ``1.0f - beta``), the arithmetic is in at least
+  float32 and the moments keep their dtype. The state is an ``optax.ScaleByAdamState``.
+  """
+
+  def init_fn(params):
+    return optax.ScaleByAdamState(
+        count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params), nu=tree.zeros_like(params)
+    )
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    with jax.named_scope("gradtx/adam_8bit_direction"):
+      count = tree.safe_increment(state.count)
+      mu = numerics.ema_upcast(state.mu, updates, b1)
+      nu = numerics.ema_upcast(state.nu, updates, b2, order=2)
+      bc1 = numerics.bias_correction_accurate(b1, count)
+      sqrt_bc2 = jnp.sqrt(numerics.bias_correction_accurate(b2, count))
+      eps32 = jnp.asarray(eps, jnp.float32)
+      new_updates = jax.tree.map(
+          lambda m, v, g: (m / (jnp.sqrt(v) / sqrt_bc2 + eps32) / bc1).astype(g.dtype), mu, nu, updates
+      )
+      return new_updates, optax.ScaleByAdamState(
+          count=count, mu=tree.cast_like(mu, state.mu), nu=tree.cast_like(nu, state.nu)
+      )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def adamw_8bit(
@@ -97,7 +133,7 @@ def adamw_8bit(
   validation.check_beta("b2", b2)
   validation.check_nonnegative("eps", eps)
   direction = quantize_state(
-      optax.scale_by_adam(b1, b2, eps),
+      _scale_by_adam(b1, b2, eps),
       fields=("mu", "nu"),
       block_size=block_size,
       min_size=min_size,

@@ -32,12 +32,13 @@ Where gradtx differs from bitsandbytes:
 
 State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the
 PRNG ``key`` made from ``seed``, the inner state with each quantized leaf replaced by its uint8 ``codes``
-(the leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tuple
-with one entry per inner-state leaf, the leaf's float32 per-block scales or ``None`` (laid out and sharded
-as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so orbax round trips them exactly.
-The scales sit outside the inner state so that wrappers which re-wrap every state leaf (nnx's
-``Optimizer`` turns each into a variable carrying the param's metadata) never see an array whose shape
-differs from its param's. ``init`` quantizes the inner state's initial values through the same function
+(the leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tree
+with the inner state's structure holding each quantized leaf's float32 per-block scales and ``None`` for
+the others (laid out and sharded as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so
+orbax round trips them exactly, and ``optax.tree_map_params`` maps both the codes and the scales of a
+param-shaped field. The scales sit beside the codes rather than in a NamedTuple at the leaf so that
+wrappers which wrap every state leaf (nnx's ``Optimizer`` turns each into a variable) still find arrays
+there. Note that ``optax.tree.get(state, "mu")`` then finds two ``mu``: the codes and the scales. ``init`` quantizes the inner state's initial values through the same function
 as ``update``, so the shardings after ``init``, ``jit(init)`` and ``update`` agree. To place the state
 yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built from ``jax.eval_shape(tx.init, params)``.
 """
@@ -63,14 +64,14 @@ class QuantizeStateState(NamedTuple):
     key: PRNG key made from ``seed``.
     inner_state: the inner transformation's state, each quantized leaf replaced by its uint8 codes (same
       shape, so the param's sharding and Flax nnx metadata still fit it).
-    absmax: one entry per leaf of ``inner_state`` in flattening order: the float32 per-block scales of a
-      quantized leaf, ``None`` for a leaf kept in full precision.
+    absmax: a tree with the structure of ``inner_state``: the float32 per-block scales of each quantized
+      leaf, ``None`` where a leaf is kept in full precision.
   """
 
   count: jax.Array
   key: jax.Array
   inner_state: Any
-  absmax: tuple[jax.Array | None, ...]
+  absmax: Any
 
 
 def _field_index(path: tuple[Any, ...], fields: tuple[str, ...]) -> int | None:
@@ -134,7 +135,7 @@ def quantize_state(
     >>> tx = gradtx.quantize_state(optax.adam(1e-2), min_size=0)
     >>> params = {"w": jnp.ones((4, 300))}
     >>> state = tx.init(params)
-    >>> codes, absmax = state.inner_state[0].mu["w"], state.absmax[1]
+    >>> codes, absmax = state.inner_state[0].mu["w"], state.absmax[0].mu["w"]
     >>> codes.dtype, codes.shape, absmax.shape
     (dtype('uint8'), (4, 300), (5,))
     >>> updates, state = tx.update({"w": jnp.full((4, 300), 0.5)}, state, params)
@@ -153,6 +154,9 @@ def quantize_state(
   validation.check_int("seed", seed)
   if not isinstance(stochastic_rounding, bool):
     raise ValueError(f"`stochastic_rounding` must be a bool, got {stochastic_rounding!r}.")
+
+  # A plain optax.GradientTransformation (scale_by_adam) rejects keyword arguments; this one forwards them.
+  inner = optax.with_extra_args_support(inner)
 
   def code_for(path: tuple[Any, ...]) -> Any:
     name = path[_field_index(path, fields)].name
@@ -179,28 +183,27 @@ def quantize_state(
         count=jnp.zeros([], jnp.int32),
         key=jax.random.PRNGKey(seed),
         inner_state=treedef.unflatten(stored),
-        absmax=tuple(absmax),
+        absmax=treedef.unflatten(absmax),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
     with jax.named_scope("gradtx/quantize_state"):
       leaves, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state)
-      if len(leaves) != len(state.absmax):
-        raise ValueError(
-            f"`state` does not come from this transformation's init: {len(leaves)} inner-state leaves, "
-            f"{len(state.absmax)} absmax entries."
-        )
+      try:
+        scales = treedef.flatten_up_to(state.absmax)
+      except (ValueError, TypeError) as e:
+        raise ValueError(f"`state` does not come from this transformation's init: {e}") from None
       full = [
           leaf if a is None else blockwise.dequantize_blockwise(
               blockwise.QuantizedArray(leaf, a), code_for(path), block_size
           )
-          for (path, leaf), a in zip(leaves, state.absmax)
+          for (path, leaf), a in zip(leaves, scales)
       ]
       new_updates, new_inner = inner.update(updates, treedef.unflatten(full), params, **extra_args)
       step_key = jax.random.fold_in(state.key, state.count)
       stored, absmax = [], []
       new_leaves = treedef.flatten_up_to(new_inner)
-      for i, ((path, codes), a, old, new) in enumerate(zip(leaves, state.absmax, full, new_leaves)):
+      for i, ((path, codes), a, old, new) in enumerate(zip(leaves, scales, full, new_leaves)):
         if a is None:
           stored.append(new)
           absmax.append(None)
@@ -218,7 +221,7 @@ def quantize_state(
           count=tree.safe_increment(state.count),
           key=state.key,
           inner_state=treedef.unflatten(stored),
-          absmax=tuple(absmax),
+          absmax=treedef.unflatten(absmax),
       )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

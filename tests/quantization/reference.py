@@ -3,7 +3,9 @@
 ``quantize`` / ``dequantize`` follow ``_quantize_blockwise_pytorch`` / ``_dequantize_blockwise_pytorch``:
 row-major blocks of ``block_size`` (last one zero-padded), float32 absmax per block (1.0 where a block is all
 zero), code = argmin over the whole map of ``|x / absmax - map|``. ``adam_step`` / ``lion_step`` follow
-``optimizer_update_8bit_blockwise_pytorch``: dequantize, float32 update, requantize with new absmax.
+``optimizer_update_8bit_blockwise_pytorch``: dequantize, float32 update, requantize with new absmax. The
+scalars ``1 - beta`` are float32 arithmetic on the float32 beta, as in the CUDA kernel (``1.0f - beta1``);
+the bias corrections are computed in float64, as the host code does.
 """
 
 import numpy as np
@@ -33,8 +35,8 @@ def adam_step(p, g, s1, s2, step, *, lr, b1, b2, eps, wd, signed, unsigned, bloc
   m = dequantize(*s1, signed, block_size)
   v = dequantize(*s2, unsigned, block_size)
   g = g.astype(f32)
-  m = m * f32(b1) + g * f32(1 - b1)
-  v = v * f32(b2) + g * g * f32(1 - b2)
+  m = m * f32(b1) + g * (f32(1) - f32(b1))
+  v = v * f32(b2) + g * g * (f32(1) - f32(b2))
   bc1 = 1 - b1**step
   bc2 = 1 - b2**step
   denom = np.sqrt(v) / f32(np.sqrt(bc2)) + f32(eps)
@@ -53,6 +55,6 @@ def lion_step(p, g, s1, *, lr, b1, b2, wd, signed, block_size):
   p = p.astype(f32)
   if wd > 0:
     p = p * f32(1 - lr * wd)
-  p = p - f32(lr) * np.sign(m * f32(b1) + g * f32(1 - b1))
-  m = m * f32(b2) + g * f32(1 - b2)
+  p = p - f32(lr) * np.sign(m * f32(b1) + g * (f32(1) - f32(b1)))
+  m = m * f32(b2) + g * (f32(1) - f32(b2))
   return p, quantize(m, signed, block_size)

@@ -21,9 +21,8 @@ def grads_like(params, seed=0):
 
 
 def quantized_paths(state):
-  """keystr of every inner-state leaf stored as codes."""
-  leaves = jax.tree_util.tree_flatten_with_path(state.inner_state)[0]
-  return {jax.tree_util.keystr(p) for (p, _), a in zip(leaves, state.absmax) if a is not None}
+  """keystr of every inner-state leaf stored as codes (those with scales in ``absmax``)."""
+  return {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state.absmax)[0]}
 
 
 def test_min_size_and_fields_choose_the_leaves():
@@ -40,9 +39,9 @@ def test_signed_and_unsigned_maps_per_field():
   tx = gradtx.quantize_state(optax.scale_by_adam(), min_size=0)
   g = {"w": jnp.linspace(-1.0, 1.0, 512)}
   _, state = tx.update(g, tx.init(g), g)
-  mu = blockwise.dequantize_blockwise(blockwise.QuantizedArray(state.inner_state.mu["w"], state.absmax[1]),
+  mu = blockwise.dequantize_blockwise(blockwise.QuantizedArray(state.inner_state.mu["w"], state.absmax.mu["w"]),
                                       maps.signed_map())
-  nu = blockwise.dequantize_blockwise(blockwise.QuantizedArray(state.inner_state.nu["w"], state.absmax[2]),
+  nu = blockwise.dequantize_blockwise(blockwise.QuantizedArray(state.inner_state.nu["w"], state.absmax.nu["w"]),
                                       maps.unsigned_map())
   np.testing.assert_allclose(mu, 0.1 * g["w"], atol=0.1 * 0.0071)
   np.testing.assert_allclose(nu, 0.001 * g["w"] ** 2, atol=0.001 * 0.0036)
@@ -64,19 +63,20 @@ def test_matches_dequantize_update_requantize_by_hand():
   g2 = grads_like(PARAMS, seed=1)
   updates2, state2 = step(g2, state, PARAMS)
   # By hand: dequantize the stored moments, run adam, compare updates and requantized codes.
-  full, where = [], {}
-  leaves = jax.tree_util.tree_flatten_with_path(state.inner_state)[0]
-  for i, ((path, leaf), a) in enumerate(zip(leaves, state.absmax)):
-    where[jax.tree_util.keystr(path)] = i
+  def dequantize(path, codes, absmax):
     code = maps.unsigned_map() if "nu" in jax.tree_util.keystr(path) else maps.signed_map()
-    full.append(leaf if a is None else blockwise.dequantize_blockwise(blockwise.QuantizedArray(leaf, a), code))
-  inner_state = jax.tree.unflatten(jax.tree.structure(state.inner_state), full)
+    return blockwise.dequantize_blockwise(blockwise.QuantizedArray(codes, absmax), code)
+
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state)
+  scales = treedef.flatten_up_to(state.absmax)
+  inner_state = treedef.unflatten(
+      [leaf if a is None else dequantize(path, leaf, a) for (path, leaf), a in zip(leaves, scales)])
   expected, new_inner = jax.jit(inner.update)(g2, inner_state, PARAMS)
   jax.tree.map(np.testing.assert_array_equal, updates2, expected)
   for field, code in (("mu", maps.signed_map()), ("nu", maps.unsigned_map())):
     q = blockwise.quantize_blockwise(getattr(new_inner[0], field)["big"], code)
     np.testing.assert_array_equal(getattr(state2.inner_state[0], field)["big"], q.codes)
-    np.testing.assert_array_equal(state2.absmax[where[f"[0].{field}['big']"]], q.absmax)
+    np.testing.assert_array_equal(getattr(state2.absmax[0], field)["big"], q.absmax)
 
 
 def test_zero_moments_stay_exactly_zero_and_give_zero_updates():
@@ -92,7 +92,7 @@ def test_zero_moments_stay_exactly_zero_and_give_zero_updates():
     assert np.asarray(updates["w"])[4, 300] == 0.0
     assert np.all(np.isfinite(np.asarray(updates["w"])))
   adam = state[0].inner_state
-  assert np.all(np.asarray(state[0].absmax[1])[:, 0] == 0.0)  # all-zero blocks keep a zero scale
+  assert np.all(np.asarray(state[0].absmax.mu["w"])[:, 0] == 0.0)  # all-zero blocks keep a zero scale
   assert np.all(np.asarray(adam.mu["w"])[:, :256] == 127) and np.all(np.asarray(adam.nu["w"])[:, :256] == 0)
 
 
@@ -116,7 +116,7 @@ def test_nested_states_match_quantizing_inside():
   for name, (inner, inside, n_quantized) in cases.items():
     tx = q(inner)
     state, ref_state = tx.init(params), inside.init(params)
-    assert sum(a is not None for a in state.absmax) == n_quantized, name
+    assert len(jax.tree.leaves(state.absmax)) == n_quantized, name
     step, ref_step = jax.jit(tx.update), jax.jit(inside.update)
     for seed in range(7):
       g = grads_like(params, seed)
@@ -261,12 +261,13 @@ def test_nan_gradient_poisons_only_its_block_and_apply_if_finite_skips_it():
   updates, _ = tx.update({"w": g}, tx.init(params), params)
   assert np.isnan(np.asarray(updates["w"])[0, 3]) and np.all(np.isfinite(np.asarray(updates["w"])[1]))
   _, state = tx.update({"w": g}, tx.init(params), params)
-  assert np.isnan(np.asarray(state.absmax[1])[0]) and np.isfinite(np.asarray(state.absmax[1])[1])
+  scales = np.asarray(state.absmax[0].mu["w"])
+  assert np.isnan(scales[0]) and np.isfinite(scales[1])
   safe = optax.apply_if_finite(gradtx.quantize_state(optax.adam(1e-3), min_size=0), 3)
   state = safe.init(params)
   updates, state = safe.update({"w": g}, state, params)
   assert np.all(np.asarray(updates["w"]) == 0.0)
-  assert np.all(np.isfinite(np.asarray(state.inner_state.absmax[1])))
+  assert np.all(np.isfinite(np.asarray(state.inner_state.absmax[0].mu["w"])))
 
 
 @pytest.mark.parametrize(
@@ -294,3 +295,11 @@ def test_state_whose_scales_do_not_fit_is_rejected():
   state = tx.init(PARAMS)
   with pytest.raises(ValueError, match="state"):
     tx.update(PARAMS, state._replace(absmax=state.absmax[:-1]), PARAMS)
+
+
+def test_tree_map_params_maps_codes_and_scales_of_param_fields():
+  tx = gradtx.adamw_8bit(1e-3)
+  state = tx.init(PARAMS)
+  marked = optax.tree_map_params(tx, lambda v: "param", state, transform_non_params=lambda v: "other")
+  assert marked[0].inner_state.mu["big"] == "param" and marked[0].absmax.mu["big"] == "param"
+  assert marked[0].inner_state.count == "other" and marked[0].key == "other"
