@@ -29,6 +29,7 @@ from gradtx.sign_momentum import signum as signum
 # state compression
 from gradtx.quantization import QuantizedArray as QuantizedArray
 from gradtx.quantization import QuantizeStateState as QuantizeStateState
+from gradtx.quantization import adabelief_8bit as adabelief_8bit
 from gradtx.quantization import adamw_8bit as adamw_8bit
 from gradtx.quantization import create_dynamic_map as create_dynamic_map
 from gradtx.quantization import dequantize_blockwise as dequantize_blockwise
@@ -49,6 +50,7 @@ __all__ = [
     "ScaleByLionState",
     "StableEmbedding",
     "adabelief",
+    "adabelief_8bit",
     "adamw_8bit",
     "create_dynamic_map",
     "dequantize_blockwise",

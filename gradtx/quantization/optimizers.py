@@ -1,4 +1,4 @@
-"""Full 8-bit optimizers: AdamW and Lion with block-wise quantized moments.
+"""Full 8-bit optimizers: AdamW, Lion and AdaBelief with block-wise quantized moments.
 
 Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
 https://arxiv.org/abs/2110.02861
@@ -29,6 +29,7 @@ import optax
 
 from gradtx import registry
 from gradtx.core import alias, numerics, tree, validation
+from gradtx.moment_scaling.adabelief import adabelief
 from gradtx.quantization.quantize_state import quantize_state
 from gradtx.sign_momentum.lion import scale_by_lion
 
@@ -214,6 +215,104 @@ def lion_8bit(
   return alias.decoupled(direction, learning_rate, weight_decay, mask)
 
 
+def adabelief_8bit(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-16,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    mask: Any | Callable[[optax.Params], Any] | None = None,
+    *,
+    weight_decouple: bool = True,
+    fixed_decay: bool = False,
+    rectify: bool = True,
+    degenerated_to_sgd: bool = True,
+    amsgrad: bool = False,
+    eps_root: float | None = None,
+    n_sma_threshold: float = 5,
+    block_size: int = 256,
+    min_size: int = 4096,
+    quantize_mask: Any | Callable[[optax.Params], Any] | None = None,
+    stochastic_rounding: bool = False,
+    seed: int = 0,
+) -> optax.GradientTransformationExtraArgs:
+  r"""AdaBelief whose moments ``m``, ``s`` (and ``max s``) are stored block-wise in 8 bits.
+
+  :func:`gradtx.adabelief` (official defaults and options) inside :func:`gradtx.quantize_state`, with ``m``
+  in the signed and ``s`` in the unsigned dynamic map. bitsandbytes has no 8-bit AdaBelief; this follows
+  its recipe for Adam. An ``s`` far below its block's largest (under ``3.25e-7`` of it) is stored as 0,
+  dropping the ``ε`` AdaBelief accumulates in it; the step then rests on the fresh
+  ``(1 − β2)(g − m)² + ε`` of that step, as the 8-bit Adam's rests on the fresh ``(1 − β2) g²``.
+
+  Args:
+    learning_rate: η, a float or an optax schedule.
+    b1: see :func:`gradtx.adabelief`.
+    b2: see :func:`gradtx.adabelief`.
+    eps: see :func:`gradtx.adabelief`.
+    weight_decay: see :func:`gradtx.adabelief`.
+    mask: see :func:`gradtx.adabelief`.
+    weight_decouple: see :func:`gradtx.adabelief`.
+    fixed_decay: see :func:`gradtx.adabelief`.
+    rectify: see :func:`gradtx.adabelief`.
+    degenerated_to_sgd: see :func:`gradtx.adabelief`.
+    amsgrad: see :func:`gradtx.adabelief` (its running maximum is quantized too).
+    eps_root: see :func:`gradtx.adabelief`.
+    n_sma_threshold: see :func:`gradtx.adabelief`.
+    block_size: see :func:`gradtx.quantize_state`.
+    min_size: see :func:`gradtx.quantize_state`.
+    quantize_mask: see :func:`gradtx.quantize_state`.
+    stochastic_rounding: see :func:`gradtx.quantize_state`.
+    seed: see :func:`gradtx.quantize_state`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, gradtx
+    >>> f = lambda p: jnp.mean((p - 3.0) ** 2)
+    >>> tx = gradtx.adabelief_8bit(learning_rate=0.1)
+    >>> params = jnp.zeros(5000)
+    >>> state = tx.init(params)
+    >>> @jax.jit
+    ... def step(params, state):
+    ...   updates, state = tx.update(jax.grad(f)(params), state, params)
+    ...   return optax.apply_updates(params, updates), state
+    >>> for _ in range(200):
+    ...   params, state = step(params, state)
+    >>> bool(f(params) < 1e-2)
+    True
+
+  References:
+    Dettmers et al., `8-bit Optimizers via Block-wise Quantization <https://arxiv.org/abs/2110.02861>`_,
+    2022. Zhuang et al., `AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients
+    <https://arxiv.org/abs/2010.07468>`_, 2020.
+  """
+  inner = adabelief(
+      learning_rate,
+      b1,
+      b2,
+      eps,
+      weight_decay,
+      mask,
+      weight_decouple=weight_decouple,
+      fixed_decay=fixed_decay,
+      rectify=rectify,
+      degenerated_to_sgd=degenerated_to_sgd,
+      amsgrad=amsgrad,
+      eps_root=eps_root,
+      n_sma_threshold=n_sma_threshold,
+  )
+  return quantize_state(
+      inner,
+      fields=("mu", "nu", "nu_max"),
+      block_size=block_size,
+      min_size=min_size,
+      quantize_mask=quantize_mask,
+      stochastic_rounding=stochastic_rounding,
+      seed=seed,
+  )
+
+
 registry.register(
     registry.OptimizerSpec(
         name="adamw_8bit",
@@ -239,5 +338,20 @@ registry.register(
         static_args=_STATIC,
         state_per_param="1 byte (uint8 m) + 4 bytes per block of 256",
         optax_counterpart=(optax.lion, {"learning_rate": 0.03, "weight_decay": 0.0}),
+    )
+)
+
+registry.register(
+    registry.OptimizerSpec(
+        name="adabelief_8bit",
+        factory=adabelief_8bit,
+        test_kwargs={"learning_rate": 0.1, "rectify": False, "min_size": 0},
+        family="quantization",
+        paper=_PAPER + "; Zhuang et al., AdaBelief, NeurIPS 2020, arXiv:2010.07468",
+        reference="bitsandbytes@95f9af30 8-bit recipe around gradtx.adabelief (official AdaBelief 0.2.1)",
+        static_args=_STATIC
+        + ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "amsgrad"),
+        state_per_param="2 bytes (uint8 m, s; 3 with amsgrad) + 8 bytes per block of 256",
+        optax_counterpart=(optax.adabelief, {"learning_rate": 0.1}),
     )
 )
