@@ -7,7 +7,8 @@ Reference implementation: timlautk/AdAdaGrad@cc126fb (``main.py`` with ``--optim
 ``adagradnorm``, ``tests.py``). Each is :func:`gradtx.adaptive_batch_size` around the base optimizer of
 :mod:`gradtx.schedules.adagrad` (see both modules for where gradtx differs from the official code). The
 update needs ``per_example_grads`` (the batch's per-example gradients, leading batch axis on every leaf);
-the recommended next batch size is ``state.batch_size``.
+the recommended next batch size is ``state.batch_size``. ``updates`` is the batch gradient, as for any
+optax optimizer.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def adadagrad(
     mask: Any | Callable[[optax.Params], Any] | None = None,
     axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdAdaGrad: coordinate-wise AdaGrad on the batch mean, with a batch size grown by a variance test.
+  r"""AdAdaGrad: coordinate-wise AdaGrad with a batch size grown by a variance test.
 
   .. math::
 
@@ -96,7 +97,7 @@ def adadagrad(
     >>> for step in range(50):
     ...   b = int(state.batch_size)
     ...   rows = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(w, x[:b], y[:b])
-    ...   updates, state = tx.update(w, state, w, per_example_grads=rows)
+    ...   updates, state = tx.update(rows.mean(0), state, w, per_example_grads=rows)
     ...   w = optax.apply_updates(w, updates)
     >>> bool(jnp.allclose(w, jnp.array([1.0, -2.0, 0.5]), atol=0.1)), int(state.batch_size) > 4
     (True, True)
@@ -138,7 +139,7 @@ def adadagrad_norm(
     mask: Any | Callable[[optax.Params], Any] | None = None,
     axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""AdAdaGrad-Norm: AdaGrad-Norm on the batch mean, with a batch size grown by a variance test.
+  r"""AdAdaGrad-Norm: AdaGrad-Norm with a batch size grown by a variance test.
 
   .. math::
 
@@ -146,8 +147,7 @@ def adadagrad_norm(
     \theta_t = \theta_{t-1} - \eta_t \left(\frac{\bar g_t}{b_t + \epsilon} + \lambda \theta_{t-1}\right)
 
   with the batch grown as in :func:`adadagrad` (the paper proves a high-probability O(1/K) rate for it with
-  the norm test). ``axis_name`` names the data axis over which the rows are split: the mean gradient, and
-  so ``‖ḡ_t‖``, is then that of the global batch on every device.
+  the norm test). ``updates`` is the batch gradient ``ḡ_t`` (pmean it across devices as usual).
 
   Args:
     learning_rate: η, a float or an optax schedule.
@@ -169,6 +169,16 @@ def adadagrad_norm(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (state: :class:`gradtx.AdaptiveBatchSizeState`) whose update
     requires ``per_example_grads``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, gradtx
+    >>> tx = gradtx.adadagrad_norm(1.0, initial_batch_size=2, max_batch_size=32, eta=0.5)
+    >>> w = jnp.zeros(2)
+    >>> state = tx.init(w)
+    >>> rows = jnp.array([[1.0, 0.0], [3.0, 0.0], [2.0, 1.0], [2.0, -1.0]])  # batch gradient (2, 0)
+    >>> updates, state = tx.update(rows.mean(0), state, w, per_example_grads=rows)
+    >>> updates, int(state.batch_size)  # -g / ‖g‖; estimate (4/3) / (0.25 * 4)
+    (Array([-1., -0.], dtype=float32), 2)
 
   References:
     Lau et al., `AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods

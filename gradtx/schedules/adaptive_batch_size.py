@@ -1,4 +1,4 @@
-"""A wrapper that steps any optimizer with the mean of per-example gradients and grows the batch size.
+"""A wrapper that steps any optimizer and, from per-example gradients, recommends a growing batch size.
 
 Paper: Lau, Liu, Kolar. "AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods", 2024.
 https://arxiv.org/abs/2402.11215
@@ -15,9 +15,11 @@ training loop's job (the transformation only recommends it, in ``state.batch_siz
 recompiles a jitted step, so grow the batch in buckets (e.g. powers of two) or accumulate fixed-size
 micro-batches (the notebook ``notebooks/schedules_and_batch_size.ipynb`` shows the bucketed loop).
 
-Non-finite values: NaN per-example gradients give a NaN estimate, which leaves the batch size unchanged; the
-inner optimizer receives their (NaN) mean like any optimizer would. ``optax.apply_if_finite`` checks the
-``updates`` argument, so pass the batch gradient (the rows' mean) there to have it skip such steps.
+The inner optimizer steps with ``updates`` (the batch gradient) as usual, and the per-example gradients only
+feed the test, as in the official loop (which computes them apart from the backward pass of the step). So
+the wrapper composes with ``optax.MultiSteps`` (accumulation), clipping before it and
+``optax.apply_if_finite``. NaN per-example gradients give a NaN estimate, which leaves the batch size
+unchanged.
 """
 
 from __future__ import annotations
@@ -63,20 +65,6 @@ def _estimate(test, per_example_grads, eta, theta, nu, micro_batch_size, per_lea
   return jnp.maximum(ip, orth)
 
 
-def _global_mean(per_example_grads: Any, updates: Any, axis_name: reduce.AxisName) -> Any:
-  """The mean of the rows over the global batch, in the dtypes of ``updates``."""
-  leaves = jax.tree.leaves(per_example_grads)
-  if not leaves:
-    return updates
-  n = reduce.psum(jnp.asarray(leaves[0].shape[0], jnp.float32), axis_name)
-
-  def one(g, u):
-    total = jnp.sum(g.astype(jnp.promote_types(g.dtype, jnp.float32)), axis=0)
-    return (reduce.psum(total, axis_name) / n).astype(u.dtype)
-
-  return jax.tree.map(one, per_example_grads, updates)
-
-
 def adaptive_batch_size(
     inner: optax.GradientTransformation,
     *,
@@ -91,15 +79,15 @@ def adaptive_batch_size(
     per_leaf: bool = False,
     axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""Steps ``inner`` with the mean of ``per_example_grads`` and recommends the next batch size (AdAdaGrad).
+  r"""Steps ``inner`` and recommends the next batch size from per-example gradients (AdAdaGrad).
 
-  ``update(updates, state, params, *, per_example_grads)`` takes the per-example (or per-micro-batch)
-  gradients of the current batch as a required keyword argument: a tree like the params with a leading
-  batch axis on every leaf, e.g. ``jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)``. Their
-  mean (over the global batch when ``axis_name`` is given) is the mini-batch gradient, and it is what
-  ``inner`` receives: ``updates`` only fixes the structure and dtypes, so put any transformation that must
-  see the gradient (clipping, ...) inside ``inner``. Then, every ``test_interval`` steps while the batch is
-  below its cap,
+  ``update(updates, state, params, *, per_example_grads)`` steps ``inner`` with ``updates`` (the mini-batch
+  gradient) and takes the per-example (or per-micro-batch) gradients of the same batch as a required
+  keyword argument: a tree like the params with a leading batch axis on every leaf, e.g.
+  ``rows = jax.vmap(jax.grad(loss), in_axes=(None, 0, 0))(params, x, y)``, whose mean ``rows.mean(0)`` is
+  the gradient of the mean loss. (Its structure need not match ``updates``: under ``optax.masked`` the
+  statistics still cover every row given.) Then, every ``test_interval`` steps while the batch is below its
+  cap,
 
   .. math::
 
@@ -121,8 +109,9 @@ def adaptive_batch_size(
     micro_batch_size: examples per row of ``per_example_grads`` (rows that are micro-batch means).
     per_leaf: inner products and projections per parameter tensor, as in the official code (see
       :func:`gradtx.inner_product_test`).
-    axis_name: axis over which the rows are split (data parallelism): statistics and the mean are those of
-      the global batch, so every replica takes the same step and recommends the same batch size.
+    axis_name: axis over which the rows are split (data parallelism): the statistics are those of the
+      global batch, so every replica recommends the same batch size. (``updates`` are used as given:
+      ``pmean`` them across the axis as usual.)
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is an :class:`AdaptiveBatchSizeState`.
@@ -133,7 +122,7 @@ def adaptive_batch_size(
     >>> params = jnp.zeros(2)
     >>> state = tx.init(params)
     >>> rows = jnp.array([[1.0, 0.0], [3.0, 0.0], [2.0, 1.0], [2.0, -1.0]])  # estimate (4/3) / (0.0625 * 4)
-    >>> updates, state = tx.update(params, state, params, per_example_grads=rows)
+    >>> updates, state = tx.update(rows.mean(0), state, params, per_example_grads=rows)
     >>> updates, int(state.batch_size)
     (Array([-0.2, -0. ], dtype=float32), 6)
 
@@ -163,14 +152,7 @@ def adaptive_batch_size(
 
   def update_fn(updates, state, params=None, *, per_example_grads, **extra_args):
     with jax.named_scope("gradtx/adaptive_batch_size"):
-      if jax.tree.structure(per_example_grads) != jax.tree.structure(updates):
-        raise ValueError(
-            "`per_example_grads` must have the tree structure of the updates (with a leading batch axis on "
-            f"every leaf), got {jax.tree.structure(per_example_grads)} for {jax.tree.structure(updates)}."
-        )
-      new_updates, inner_state = inner.update(
-          _global_mean(per_example_grads, updates, axis_name), state.inner_state, params, **extra_args
-      )
+      new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
 
       def run_test(_):
         return _estimate(test, per_example_grads, eta, theta, nu, micro_batch_size, per_leaf, axis_name)

@@ -1,6 +1,6 @@
 """adaptive_batch_size / AdAdaGrad / AdAdaGrad-Norm against a NumPy transcription of the official loop.
 
-timlautk/AdAdaGrad@cc126fb main.py: step the optimizer with the batch mean, then (every ``test_interval``
+timlautk/AdAdaGrad@cc126fb main.py: step the optimizer with the batch gradient, then (every ``test_interval``
 steps from the first, while below the cap) set the batch size to ``max(b, ⌈estimate⌉)`` capped at the
 maximum, the estimate coming from the per-example gradients of the step just taken.
 """
@@ -14,6 +14,10 @@ from jax.sharding import PartitionSpec as P
 
 import gradtx
 from tests.schedules.reference import np_adagrad, np_adagrad_norm, np_estimate, np_next_batch_size
+
+
+def mean_rows(rows):
+  return jax.tree.map(lambda r: r.mean(0), rows)
 
 
 def row_sequence(steps, n=8, seed=0, growing_noise=True):
@@ -49,7 +53,7 @@ def test_matches_numpy_loop(optimizer, kwargs):
 
   params = jax.tree.map(lambda x: np.zeros(x.shape[1:], np.float32), rows_seq[0])
   state = tx.init(params)
-  step = jax.jit(lambda p, s, r: tx.update(p, s, p, per_example_grads=r))
+  step = jax.jit(lambda p, s, r: tx.update(mean_rows(r), s, p, per_example_grads=r))
   keys = sorted(params)
   ref = {k: np.zeros(params[k].shape) for k in keys}
   v = {k: np.zeros(params[k].shape) for k in keys}
@@ -83,26 +87,50 @@ def test_wraps_any_optimizer_and_state_fields():
   state = tx.init(params)
   assert state.batch_size.dtype == jnp.int32 and int(state.batch_size) == 3
   rows = {"w": jnp.array([[1.0, 2.0], [3.0, -2.0], [2.0, 0.5]])}
-  updates, state = tx.update(params, state, params, per_example_grads=rows)
-  adam_updates, _ = optax.adam(0.1).update({"w": rows["w"].mean(0)}, optax.adam(0.1).init(params))
+  updates, state = tx.update(mean_rows(rows), state, params, per_example_grads=rows)
+  adam_updates, _ = optax.adam(0.1).update(mean_rows(rows), optax.adam(0.1).init(params))
   np.testing.assert_allclose(updates["w"], adam_updates["w"], rtol=1e-6)
   assert int(state.batch_size) == 5  # capped
   assert float(state.estimate) > 5
 
 
-def test_missing_extra_arg_and_bad_structure():
+def test_inner_steps_with_updates_and_composes_with_multisteps():
+  """The inner optimizer sees ``updates`` (so MultiSteps accumulation reaches it); rows only feed the test."""
+  tx = gradtx.adaptive_batch_size(optax.sgd(1.0), initial_batch_size=2, max_batch_size=64, eta=0.1)
+  params = jnp.zeros(2)
+  rows = jnp.array([[1.0, 0.0], [3.0, 1.0], [2.0, -1.0]])
+  updates, _ = tx.update(jnp.array([5.0, 7.0]), tx.init(params), params, per_example_grads=rows)
+  np.testing.assert_allclose(updates, [-5.0, -7.0])
+  multi = optax.MultiSteps(tx, every_k_schedule=2)
+  state = multi.init(params)
+  _, state = multi.update(jnp.array([1.0, 0.0]), state, params, per_example_grads=rows)
+  updates, state = multi.update(jnp.array([3.0, 2.0]), state, params, per_example_grads=rows)
+  np.testing.assert_allclose(updates, [-2.0, -1.0])
+  assert int(state.inner_opt_state.batch_size) > 2
+
+
+def test_missing_extra_arg_and_bad_rows():
   tx = gradtx.adadagrad(0.1, initial_batch_size=2, max_batch_size=8)
   params = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
   state = tx.init(params)
   with pytest.raises(TypeError, match="per_example_grads"):
     tx.update(params, state, params)
   with pytest.raises(ValueError, match="per_example_grads"):
-    tx.update(params, state, params, per_example_grads={"a": jnp.zeros((4, 2))})
+    tx.update(params, state, params, per_example_grads={"a": jnp.zeros((4, 2)), "b": jnp.zeros((5, 3))})
+
+
+def test_masked_inner_sees_masked_updates_and_all_rows_are_measured():
+  tx = optax.masked(gradtx.adadagrad(0.1, initial_batch_size=2, max_batch_size=64, eta=0.1), {"a": True, "b": False})
+  params = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+  rows = {"a": jnp.array([[1.0, 2.0], [3.0, 2.0]]), "b": jnp.array([[0.0, 5.0, 1.0], [2.0, -5.0, 1.0]])}
+  updates, state = tx.update(mean_rows(rows), tx.init(params), params, per_example_grads=rows)
+  np.testing.assert_array_equal(updates["b"], mean_rows(rows)["b"])
+  expected = gradtx.norm_test(rows, 0.1).required_batch_size
+  np.testing.assert_allclose(state.inner_state.estimate, expected, rtol=1e-6)
 
 
 def test_nan_rows_keep_the_batch_size():
-  """NaN per-example gradients leave the batch size as it was; the inner step sees their NaN mean as any
-  optimizer would, and optax.apply_if_finite (given that mean as the updates) skips the step."""
+  """NaN per-example gradients leave the batch size as it was; optax.apply_if_finite skips the step."""
   params = jnp.zeros(2)
   rows = jnp.array([[np.nan, 1.0], [0.0, 1.0], [1.0, 2.0], [0.0, 0.0]])
   bare = gradtx.adadagrad(0.1, initial_batch_size=4, max_batch_size=64)
@@ -127,7 +155,7 @@ def test_compiles_once_and_works_under_inject_hyperparams():
   @jax.jit
   def step(state, rows):
     traces.append(1)
-    return tx.update(params, state, params, per_example_grads=rows)
+    return tx.update(mean_rows(rows), state, params, per_example_grads=rows)
 
   for seed in range(3):
     rows = {"w": jax.random.normal(jax.random.key(seed), (8, 3)) + 0.3}
@@ -149,12 +177,13 @@ def test_eight_devices_equal_one_device(test):
   replicated = jax.sharding.NamedSharding(mesh, P())
 
   def local_step(p, s, r):
-    u, s = many.update(p, s, p, per_example_grads=r)
+    grads = jax.tree.map(lambda x: jax.lax.pmean(x.mean(0), "data"), r)
+    u, s = many.update(grads, s, p, per_example_grads=r)
     return optax.apply_updates(p, u), s
 
   sharded_step = jax.jit(jax.shard_map(local_step, mesh=mesh, in_specs=(P(), P(), P("data")), out_specs=P()))
   def single(p, s, r):
-    u, s = one.update(p, s, p, per_example_grads=r)
+    u, s = one.update(mean_rows(r), s, p, per_example_grads=r)
     return optax.apply_updates(p, u), s
 
   single_step = jax.jit(single)
