@@ -26,23 +26,71 @@ from gradtx.sign_momentum import lion as lion
 from gradtx.sign_momentum import scale_by_lion as scale_by_lion
 from gradtx.sign_momentum import signum as signum
 
+# schedules and batch size
+from gradtx.schedules import AdaptiveBatchSizeState as AdaptiveBatchSizeState
+from gradtx.schedules import BatchSizeTestResult as BatchSizeTestResult
+from gradtx.schedules import RecordGradNormsState as RecordGradNormsState
+from gradtx.schedules import ScaleByAdagradNormState as ScaleByAdagradNormState
+from gradtx.schedules import ScaleByAdagradState as ScaleByAdagradState
+from gradtx.schedules import adadagrad as adadagrad
+from gradtx.schedules import adadagrad_norm as adadagrad_norm
+from gradtx.schedules import adagrad_norm as adagrad_norm
+from gradtx.schedules import adaptive_batch_size as adaptive_batch_size
+from gradtx.schedules import coordinate_norm_test as coordinate_norm_test
+from gradtx.schedules import inner_product_test as inner_product_test
+from gradtx.schedules import linear_decay as linear_decay
+from gradtx.schedules import next_batch_size as next_batch_size
+from gradtx.schedules import norm_test as norm_test
+from gradtx.schedules import orthogonality_test as orthogonality_test
+from gradtx.schedules import record_grad_norms as record_grad_norms
+from gradtx.schedules import recorded_grad_norms as recorded_grad_norms
+from gradtx.schedules import refined_schedule as refined_schedule
+from gradtx.schedules import refined_schedule_values as refined_schedule_values
+from gradtx.schedules import rescale_learning_rate as rescale_learning_rate
+from gradtx.schedules import scale_by_adagrad as scale_by_adagrad
+from gradtx.schedules import scale_by_adagrad_norm as scale_by_adagrad_norm
+from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "OPTIMIZERS",
-    "OptimizerSpec",
-    "ScaleByBeliefState",
-    "ScaleByDiffGradState",
-    "ScaleByExAdamState",
-    "ScaleByLionState",
     "adabelief",
+    "adadagrad",
+    "adadagrad_norm",
+    "adagrad_norm",
+    "adaptive_batch_size",
+    "AdaptiveBatchSizeState",
+    "BatchSizeTestResult",
+    "coordinate_norm_test",
     "diffgrad",
     "exadam",
+    "inner_product_test",
+    "linear_decay",
     "lion",
+    "next_batch_size",
+    "norm_test",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "orthogonality_test",
+    "record_grad_norms",
+    "recorded_grad_norms",
+    "RecordGradNormsState",
+    "refined_schedule",
+    "refined_schedule_values",
     "registry",
+    "rescale_learning_rate",
+    "scale_by_adagrad",
+    "scale_by_adagrad_norm",
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
     "scale_by_lion",
+    "ScaleByAdagradNormState",
+    "ScaleByAdagradState",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
+    "ScaleByLionState",
     "signum",
+    "smooth_grad_norms",
 ]
