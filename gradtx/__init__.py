@@ -23,6 +23,17 @@ from gradtx.geometry import scale_by_lars_trust_ratio as scale_by_lars_trust_rat
 from gradtx.geometry import scale_by_sgdp as scale_by_sgdp
 from gradtx.geometry import sgdp as sgdp
 
+# moment scaling
+from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
+from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
+from gradtx.moment_scaling import ScaleByExAdamState as ScaleByExAdamState
+from gradtx.moment_scaling import adabelief as adabelief
+from gradtx.moment_scaling import diffgrad as diffgrad
+from gradtx.moment_scaling import exadam as exadam
+from gradtx.moment_scaling import scale_by_belief as scale_by_belief
+from gradtx.moment_scaling import scale_by_diffgrad as scale_by_diffgrad
+from gradtx.moment_scaling import scale_by_exadam as scale_by_exadam
+
 # sign momentum
 from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
@@ -35,9 +46,15 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizerSpec",
     "ProjectRadialState",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
     "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
+    "adabelief",
     "adamp",
+    "diffgrad",
+    "exadam",
     "exclude_bias_and_norm",
     "lamb",
     "lars",
@@ -45,6 +62,9 @@ __all__ = [
     "project_radial",
     "registry",
     "scale_by_adamp",
+    "scale_by_belief",
+    "scale_by_diffgrad",
+    "scale_by_exadam",
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",
