@@ -9,6 +9,17 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# moment scaling
+from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
+from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
+from gradtx.moment_scaling import ScaleByExAdamState as ScaleByExAdamState
+from gradtx.moment_scaling import adabelief as adabelief
+from gradtx.moment_scaling import diffgrad as diffgrad
+from gradtx.moment_scaling import exadam as exadam
+from gradtx.moment_scaling import scale_by_belief as scale_by_belief
+from gradtx.moment_scaling import scale_by_diffgrad as scale_by_diffgrad
+from gradtx.moment_scaling import scale_by_exadam as scale_by_exadam
+
 # sign momentum
 from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
@@ -20,9 +31,18 @@ __version__ = "0.1.0"
 __all__ = [
     "OPTIMIZERS",
     "OptimizerSpec",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
     "ScaleByLionState",
+    "adabelief",
+    "diffgrad",
+    "exadam",
     "lion",
     "registry",
+    "scale_by_belief",
+    "scale_by_diffgrad",
+    "scale_by_exadam",
     "scale_by_lion",
     "signum",
 ]

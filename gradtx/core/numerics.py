@@ -30,3 +30,8 @@ def ema(moment: Any, value: Any, decay: Any, order: int = 1) -> Any:
     return (decay * m + (1.0 - decay) * v.astype(m.dtype)).astype(m.dtype)
 
   return jax.tree.map(one, moment, value)
+
+
+def upcast(x: jax.Array) -> jax.Array:
+  """``x`` in at least float32 (f16/bf16 are widened, f32/f64 kept): the precision to compute updates in."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
