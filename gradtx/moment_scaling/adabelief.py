@@ -20,9 +20,14 @@ Reference implementation: juntang-zhuang/Adabelief-Optimizer@2855178e,
   * :func:`adabelief` decays weights as the official ``weight_decouple`` / ``fixed_decay`` flags do:
     ``θ(1 − ηλ)`` (default), ``θ(1 − λ)``, or L2 ``g + λθ`` added before the moments.
 
-The rectification terms depend only on the step and ``b2``. They are computed in float32 from a series
-that avoids the cancellation in ``ρ_∞ − 2tβ2^t/(1−β2^t)`` (about 2000 − 1995 at step 5 for β2 = 0.999), so
-the branch ``ρ_t >= 5`` is taken at the same steps as in the official float64 code.
+Numerics: updates are computed in at least float32 and the moments stored in ``mu_dtype`` / ``nu_dtype``.
+Scalars (``1 − β``, ``1 − β^t``, the rectification) are float32 and all derived from the float32 ``β`` (as
+under ``optax.inject_hyperparams``); ``1 − β^t`` is ``−expm1(t log β)`` and ``ρ_t`` comes from a series, to
+avoid the cancellation in ``ρ_∞ − 2tβ2^t/(1−β2^t)`` (about 2000 − 1995 at step 5 for β2 = 0.999). The
+branch ``ρ_t >= 5`` is thus taken at the same steps as in the official float64 code, and updates match it
+to about 1e-6 relative (1e-5 where ``eps`` dominates ``s``, since float32 0.999 is not 0.999).
+A NaN or Inf gradient element makes that element's moments NaN from then on (as in the official code);
+other elements are unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps.
 
 Where peers differ:
   * ``optax.scale_by_belief`` / ``optax.adabelief`` have no rectification, no amsgrad and no weight-decay
@@ -180,12 +185,11 @@ def scale_by_belief(
     with jax.named_scope("gradtx/adabelief"):
       up = numerics.upcast
       count = tree.safe_increment(state.count)
-      bc1 = numerics.bias_correction(b1, count)
-      bc2 = numerics.bias_correction(b2, count)
-      mu = jax.tree.map(lambda g, m: b1 * up(m) + (1.0 - b1) * up(g), updates, state.mu)
-      nu = jax.tree.map(
-          lambda g, m, s: b2 * up(s) + (1.0 - b2) * jnp.square(up(g) - m) + root, updates, mu, state.nu
-      )
+      bc1 = numerics.bias_correction_accurate(b1, count)
+      bc2 = numerics.bias_correction_accurate(b2, count)
+      mu = numerics.ema_upcast(state.mu, updates, b1)
+      residual = jax.tree.map(lambda g, m: up(g) - m, updates, mu)
+      nu = jax.tree.map(lambda s: s + root, numerics.ema_upcast(state.nu, residual, b2, order=2))
       nu_max = jax.tree.map(lambda a, s: jnp.maximum(up(a), s), state.nu_max, nu) if amsgrad else ()
       nu_den = nu_max if amsgrad else nu
 

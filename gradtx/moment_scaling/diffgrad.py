@@ -13,6 +13,11 @@ The paper-era ``diffGrad.py`` (v1) stores ``previous_grad = grad`` by reference.
 and ``ξ ≡ 0.5``: the paper's results are effectively Adam at half the learning rate (diffGrad#2; fixed with
 ``.clone()`` in ``diffGrad_v2.py``). gradtx implements only the fixed v2 rule.
 
+Numerics: updates are computed in at least float32 with float32 scalars derived from the float32 ``β``
+(``1 − β^t`` as ``−expm1(t log β)``); moments are stored in ``mu_dtype`` / ``nu_dtype``.
+A NaN or Inf gradient element makes that element's moments NaN from then on (as in the official code);
+other elements are unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps.
+
 Where peers differ:
   * optax has no diffGrad.
   * pytorch-optimizer 4.1.0 ``DiffGrad`` defaults to decoupled decay (``weight_decouple=True``; gradtx's
@@ -105,9 +110,9 @@ def scale_by_diffgrad(
     with jax.named_scope("gradtx/diffgrad"):
       up = numerics.upcast
       count = tree.safe_increment(state.count)
-      step = jnp.sqrt(numerics.bias_correction(b2, count)) / numerics.bias_correction(b1, count)
-      mu = jax.tree.map(lambda g, m: b1 * up(m) + (1.0 - b1) * up(g), updates, state.mu)
-      nu = jax.tree.map(lambda g, v: b2 * up(v) + (1.0 - b2) * jnp.square(up(g)), updates, state.nu)
+      step = jnp.sqrt(numerics.bias_correction_accurate(b2, count)) / numerics.bias_correction_accurate(b1, count)
+      mu = numerics.ema_upcast(state.mu, updates, b1)
+      nu = numerics.ema_upcast(state.nu, updates, b2, order=2)
 
       def direction(g, g_prev, m, v):
         friction = jax.nn.sigmoid(jnp.abs(up(g_prev) - up(g)))

@@ -19,6 +19,11 @@ Other versions:
   * ``eps`` must be > 0 here: with ``eps = 0`` (allowed by the official code) ``v/(v + ε)`` is 0/0 = NaN
     at every coordinate whose gradient has been exactly zero so far.
 
+Numerics: updates are computed in at least float32 with float32 scalars derived from the float32 ``β``
+(``1 − β^t`` as ``−expm1(t log β)``); moments are stored in ``mu_dtype`` / ``nu_dtype``.
+A NaN or Inf gradient element makes that element's moments NaN from then on (as in the official code);
+other elements are unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps.
+
 Where peers differ: optax has no EXAdam; pytorch-optimizer 4.1.0 ``EXAdam`` matches v2 (the author removed
 the dynamic step there in pytorch-optimizer PR #438) and adds ``weight_decouple`` / ``fixed_decay`` flags.
 """
@@ -112,10 +117,10 @@ def scale_by_exadam(
     with jax.named_scope("gradtx/exadam"):
       up = numerics.upcast
       count = tree.safe_increment(state.count)
-      bc1 = numerics.bias_correction(b1, count)
-      bc2 = numerics.bias_correction(b2, count)
-      mu = jax.tree.map(lambda g, m: b1 * up(m) + (1.0 - b1) * up(g), updates, state.mu)
-      nu = jax.tree.map(lambda g, v: b2 * up(v) + (1.0 - b2) * jnp.square(up(g)), updates, state.nu)
+      bc1 = numerics.bias_correction_accurate(b1, count)
+      bc2 = numerics.bias_correction_accurate(b2, count)
+      mu = numerics.ema_upcast(state.mu, updates, b1)
+      nu = numerics.ema_upcast(state.nu, updates, b2, order=2)
 
       def direction(g, m, v):
         m2 = jnp.square(m)

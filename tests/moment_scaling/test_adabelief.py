@@ -156,11 +156,15 @@ def test_equals_optax_adabelief_without_rectification():
   grads = _helpers.gradients()
   ours, theirs = gradtx.scale_by_belief(rectify=False), optax.scale_by_belief(eps=1e-16, eps_root=1e-16)
   s_ours, s_theirs = ours.init(jnp.zeros(6)), theirs.init(jnp.zeros(6))
-  for g in grads:
+  for step, g in enumerate(grads, start=1):
     g = jnp.asarray(g, jnp.float32)
     u_ours, s_ours = ours.update(g, s_ours)
     u_theirs, s_theirs = theirs.update(g, s_theirs)
-    np.testing.assert_allclose(u_ours, u_theirs, rtol=1e-6)
+    if step == 1:  # m̂ = g, ŝ = (0.9 g)²: exactly ±1/0.9 up to eps (the 1e-3-scale element feels eps)
+      np.testing.assert_allclose(np.abs(u_ours[np.array([0, 2, 3, 4, 5])]), 1 / 0.9, rtol=1e-7)
+    # optax takes 1 - b2 in Python float64 but 1 - b2**t in float32 (they disagree by 1.3e-5 for 0.999);
+    # gradtx takes both from the float32 b2, as under inject_hyperparams.
+    np.testing.assert_allclose(u_ours, u_theirs, rtol=2e-5)
 
 
 @pytest.mark.parametrize("b2", [0.9, 0.99, 0.999, 0.9999])
@@ -198,22 +202,6 @@ def test_inject_hyperparams_with_rectification_compiles_once():
     u_plain, plain_state = plain.update(g, plain_state, params)
     np.testing.assert_allclose(u, u_plain, rtol=1e-5, atol=1e-9)
   assert len(traces) == 1
-
-
-def test_nan_gradient_stays_in_its_element_and_apply_if_finite_skips_it():
-  tx = gradtx.adabelief(LR, eps=1e-8)
-  params = jnp.ones(3)
-  state = tx.init(params)
-  u, state = tx.update(jnp.array([1.0, jnp.nan, 2.0]), state, params)
-  u, nu = np.asarray(u), np.asarray(state[0].nu)
-  assert np.isnan(u[1]) and np.isfinite(u[[0, 2]]).all()
-  assert np.isnan(nu[1]) and np.isfinite(nu[[0, 2]]).all()
-
-  guarded = optax.apply_if_finite(gradtx.adabelief(LR, eps=1e-8), max_consecutive_errors=3)
-  state = guarded.init(params)
-  u, state = guarded.update(jnp.array([1.0, jnp.nan, 2.0]), state, params)
-  np.testing.assert_array_equal(u, 0.0)
-  assert int(state.inner_state[0].count) == 0
 
 
 @pytest.mark.parametrize(

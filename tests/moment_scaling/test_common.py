@@ -70,6 +70,25 @@ def test_adabelief_decay_modes_respect_the_mask(kwargs, decayed):
     np.testing.assert_allclose(updates["a"], decayed, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["adabelief", "diffgrad", "exadam"])
+def test_nan_gradient_stays_in_its_element_and_apply_if_finite_skips_it(name):
+  spec = gradtx.registry.get(name)
+  params = jnp.ones(3)
+  tx = spec.build()
+  state = tx.init(params)
+  for _ in range(2):
+    u, state = tx.update(jnp.array([1.0, jnp.nan, 2.0]), state, params)
+  u, nu = np.asarray(u), np.asarray(optax.tree.get(state, "nu"))
+  assert np.isnan(u[1]) and np.isfinite(u[[0, 2]]).all()
+  assert np.isnan(nu[1]) and np.isfinite(nu[[0, 2]]).all()
+
+  guarded = optax.apply_if_finite(spec.build(), max_consecutive_errors=3)
+  state = guarded.init(params)
+  u, state = guarded.update(jnp.array([1.0, jnp.nan, 2.0]), state, params)
+  np.testing.assert_array_equal(u, 0.0)
+  assert int(state.notfinite_count) == 1 and np.isfinite(np.asarray(optax.tree.get(state, "nu"))).all()
+
+
 def test_registry_entries():
   for name in ("adabelief", "diffgrad", "exadam"):
     spec = gradtx.registry.get(name)
