@@ -67,8 +67,8 @@ class Case:
     name: fixture file stem.
     gradtx: name of the gradtx full optimizer that replays it.
     gradtx_kwargs: its arguments.
-    mutation: overrides of ``gradtx_kwargs`` (one option flipped) under which the replay must NOT match:
-      evidence that the fixture pins that option down.
+    mutations: overrides of ``gradtx_kwargs`` (each flips one option) under which the replay must NOT
+      match: evidence that the fixture pins those options down.
     oracle: what computed the trajectory.
     oracle_kwargs: the oracle's arguments.
     record: ``(case, data, init) -> (trajectory, losses, diagnostics, extra meta)``.
@@ -77,7 +77,7 @@ class Case:
   name: str
   gradtx: str
   gradtx_kwargs: dict[str, Any]
-  mutation: dict[str, Any]
+  mutations: tuple[dict[str, Any], ...]
   oracle: str
   oracle_kwargs: dict[str, Any]
   record: Record
@@ -270,7 +270,7 @@ _ADABELIEF = dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-16, weight_decay=1e-2, wei
                   fixed_decay=False, rectify=True, degenerated_to_sgd=True, ams_bound=False, foreach=False)
 
 
-def _adabelief_case(name, mutation, check=None, probe=None, **overrides):
+def _adabelief_case(name, mutations, check=None, probe=None, **overrides):
   torch_kwargs = {**_ADABELIEF, **overrides}
   gradtx_kwargs = dict(
       learning_rate=torch_kwargs["lr"], b1=torch_kwargs["betas"][0], b2=torch_kwargs["betas"][1],
@@ -279,29 +279,29 @@ def _adabelief_case(name, mutation, check=None, probe=None, **overrides):
       rectify=torch_kwargs["rectify"], degenerated_to_sgd=torch_kwargs["degenerated_to_sgd"],
       amsgrad=torch_kwargs["ams_bound"],
   )
-  return Case(name, "adabelief", gradtx_kwargs, mutation, "pytorch_optimizer.AdaBelief", torch_kwargs,
+  return Case(name, "adabelief", gradtx_kwargs, mutations, "pytorch_optimizer.AdaBelief", torch_kwargs,
               _from_torch("AdaBelief", probe=probe, check=check))
 
 
-def _adamp_case(name, mutation, **overrides):
+def _adamp_case(name, mutations, **overrides):
   kwargs = {**dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=0.1, delta=0.1, wd_ratio=0.1,
                    nesterov=False), **overrides}
   gradtx_kwargs = dict(learning_rate=kwargs["lr"], b1=kwargs["betas"][0], b2=kwargs["betas"][1],
                        eps=kwargs["eps"], weight_decay=kwargs["weight_decay"], delta=kwargs["delta"],
                        wd_ratio=kwargs["wd_ratio"], nesterov=kwargs["nesterov"], channel_axis=0)
   peer = {**kwargs, "weight_decouple": True, "foreach": False}
-  return Case(name, "adamp", gradtx_kwargs, mutation,
+  return Case(name, "adamp", gradtx_kwargs, mutations,
               "NumPy transcription of clovaai/AdamP@7f6f0383 adamp/adamp.py (float64)", kwargs,
               _from_numpy(_adamp_step, 2, "AdamP", peer, check=_check_projection))
 
 
-def _sgdp_case(name, mutation, **overrides):
+def _sgdp_case(name, mutations, **overrides):
   kwargs = {**dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-2, weight_decouple=True,
                    nesterov=True, eps=1e-8, delta=0.1, wd_ratio=0.1, foreach=False), **overrides}
   gradtx_kwargs = dict(learning_rate=kwargs["lr"], momentum=kwargs["momentum"], dampening=kwargs["dampening"],
                        weight_decay=kwargs["weight_decay"], nesterov=kwargs["nesterov"], eps=kwargs["eps"],
                        delta=kwargs["delta"], wd_ratio=kwargs["wd_ratio"], channel_axis=0)
-  return Case(name, "sgdp", gradtx_kwargs, mutation, "pytorch_optimizer.SGDP", kwargs,
+  return Case(name, "sgdp", gradtx_kwargs, mutations, "pytorch_optimizer.SGDP", kwargs,
               _from_torch("SGDP", probe=_projection_probe, check=_check_projection))
 
 
@@ -309,29 +309,30 @@ _DIFFGRAD = dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=1e-2)
 _LION = dict(lr=3e-3, betas=[0.9, 0.99], weight_decay=0.5, weight_decouple=True, fixed_decay=False, foreach=False)
 
 CASES: tuple[Case, ...] = (
-    Case("lion", "lion", dict(learning_rate=3e-3, b1=0.9, b2=0.99, weight_decay=0.5), {"b1": 0.99, "b2": 0.9},
+    Case("lion", "lion", dict(learning_rate=3e-3, b1=0.9, b2=0.99, weight_decay=0.5), ({"b1": 0.99, "b2": 0.9},),
          "pytorch_optimizer.Lion", _LION, _from_torch("Lion", probe=_lion_probe, check=_check_lion)),
     # Official defaults (rectify on, SGD steps while ρ_t < 5, i.e. steps 1–5), decoupled decay.
-    _adabelief_case("adabelief_rectify", {"rectify": False}),
+    _adabelief_case("adabelief_rectify", ({"rectify": False},)),
     # No update at all while ρ_t < 5 (decay only).
-    _adabelief_case("adabelief_rectify_no_sgd", {"degenerated_to_sgd": True}, degenerated_to_sgd=False),
+    _adabelief_case("adabelief_rectify_no_sgd", ({"degenerated_to_sgd": True},), degenerated_to_sgd=False),
     # The README's CIFAR recipe: ε = 1e-8, coupled L2 decay, no rectification.
-    _adabelief_case("adabelief_l2", {"weight_decouple": True}, eps=1e-8, weight_decay=5e-2,
+    _adabelief_case("adabelief_l2", ({"weight_decouple": True},), eps=1e-8, weight_decay=5e-2,
                     weight_decouple=False, rectify=False),
     # AMSGrad (the max of the ε-accumulated s), decay not scaled by the learning rate; β2 = 0.9 so that s
     # falls below its running max within 50 steps.
-    _adabelief_case("adabelief_amsgrad", {"amsgrad": False}, betas=[0.9, 0.9], weight_decay=1e-3,
+    _adabelief_case("adabelief_amsgrad", ({"amsgrad": False}, {"fixed_decay": False}), betas=[0.9, 0.9], weight_decay=1e-3,
                     fixed_decay=True, rectify=False, ams_bound=True, probe=_amsgrad_probe,
                     check=_check_amsgrad),
     Case("diffgrad", "diffgrad",
          dict(learning_rate=1e-2, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-2, weight_decouple=False),
-         {"weight_decouple": True},
+         ({"weight_decouple": True},),
          "NumPy transcription of shivram1987/diffGrad@73233ba4 diffGrad_v2.py (float64)", _DIFFGRAD,
          _from_numpy(_diffgrad_step, 3, "DiffGrad", {**_DIFFGRAD, "weight_decouple": False, "foreach": False})),
-    _adamp_case("adamp", {"delta": 0.0}),
-    _adamp_case("adamp_nesterov", {"nesterov": False}, nesterov=True, eps=1e-5, wd_ratio=0.5),
-    _sgdp_case("sgdp", {"nesterov": False}),
-    _sgdp_case("sgdp_dampening", {"dampening": 0.0}, nesterov=False, dampening=0.5, wd_ratio=0.5),
+    # delta=1e-6: projection never fires; channel_axis=-1: the wrong (Flax) layout for these torch weights.
+    _adamp_case("adamp", ({"delta": 1e-6}, {"channel_axis": -1})),
+    _adamp_case("adamp_nesterov", ({"nesterov": False},), nesterov=True, eps=1e-5, wd_ratio=0.5),
+    _sgdp_case("sgdp", ({"nesterov": False}, {"delta": 1e-6}, {"channel_axis": -1})),
+    _sgdp_case("sgdp_dampening", ({"dampening": 0.0},), nesterov=False, dampening=0.5, wd_ratio=0.5),
 )
 
 
@@ -347,7 +348,7 @@ def generate(out_dir: pathlib.Path | str) -> list[pathlib.Path]:
     meta = dict(
         case=case.name, module=__name__.rpartition(".")[2], steps=STEPS, seed=SEED, kappa=KAPPA,
         oracle=case.oracle, oracle_kwargs=case.oracle_kwargs, gradtx=case.gradtx,
-        gradtx_kwargs=case.gradtx_kwargs, mutation=case.mutation, versions=versions,
+        gradtx_kwargs=case.gradtx_kwargs, mutations=case.mutations, versions=versions,
         dtype=str(traj["w1"].dtype), **extra,
     )
     written.append(common.save_fixture(out_dir, case.name, meta=meta, data=data, init=init, trajectory=traj,
