@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from gradtx.core import tree
@@ -25,11 +26,13 @@ def heavy_ball(
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
+    # float32 scalars whether given as Python floats or traced (inject_hyperparams): the same numbers.
+    decay, keep = jnp.asarray(momentum, jnp.float32), 1.0 - jnp.asarray(dampening, jnp.float32)
     trace = jax.tree.map(
-        lambda g, b: (momentum * b + (1.0 - dampening) * g.astype(b.dtype)).astype(b.dtype), updates, state.trace
+        lambda g, b: (decay * b + keep * g.astype(b.dtype)).astype(b.dtype), updates, state.trace
     )
     if nesterov:
-      directions = jax.tree.map(lambda g, b: (g + momentum * b).astype(g.dtype), updates, trace)
+      directions = jax.tree.map(lambda g, b: (g + decay * b).astype(g.dtype), updates, trace)
     else:
       directions = tree.cast_like(trace, updates)
     return directions, optax.TraceState(trace=trace)

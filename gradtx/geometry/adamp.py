@@ -174,7 +174,7 @@ registry.register(
         family="geometry",
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant "
         "Weights, ICLR 2021, arXiv:2006.08217",
-        reference="clovaai/AdamP@146287bf adamp/adamp.py",
+        reference="clovaai/AdamP@146287bf adamp/adamp.py (NumPy transcription, tests/geometry/reference.py)",
         static_args=("mask", "nesterov", "channel_axis", "mu_dtype", "nu_dtype"),
         state_per_param="2 (m, v)",
         elementwise=False,

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax.numpy as jnp
 import optax
 
 from gradtx import registry
@@ -140,10 +141,12 @@ def sgdp(
   validation.check_schedule("learning_rate", learning_rate)
   validation.check_schedule("weight_decay", weight_decay)
   direction = _checked_momentum(momentum, dampening, nesterov)
+  # In float32 whether the hyperparameters are Python floats or traced (inject_hyperparams).
+  keep = 1.0 - jnp.asarray(momentum, jnp.float32)
   if callable(weight_decay):
-    scaled_decay = lambda count: weight_decay(count) / (1.0 - momentum)  # noqa: E731
+    scaled_decay = lambda count: jnp.asarray(weight_decay(count), jnp.float32) / keep  # noqa: E731
   else:
-    scaled_decay = weight_decay / (1.0 - momentum)
+    scaled_decay = jnp.asarray(weight_decay, jnp.float32) / keep
   return alias.keep_update_dtype(optax.chain(
       project_radial(
           direction,
@@ -166,7 +169,7 @@ registry.register(
         family="geometry",
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant "
         "Weights, ICLR 2021, arXiv:2006.08217",
-        reference="clovaai/AdamP@146287bf adamp/sgdp.py",
+        reference="clovaai/AdamP@146287bf adamp/sgdp.py (NumPy transcription, tests/geometry/reference.py)",
         static_args=("mask", "nesterov", "channel_axis"),
         state_per_param="1 (momentum buffer)",
         elementwise=False,
