@@ -9,6 +9,12 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# optimizer-state memory
+from gradtx.core.memory import LeafMemory as LeafMemory
+from gradtx.core.memory import MemoryReport as MemoryReport
+from gradtx.core.memory import memory_report as memory_report
+from gradtx.core.memory import state_nbytes as state_nbytes
+
 # sign momentum
 from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
@@ -18,11 +24,15 @@ from gradtx.sign_momentum import signum as signum
 __version__ = "0.1.0"
 
 __all__ = [
+    "LeafMemory",
+    "MemoryReport",
     "OPTIMIZERS",
     "OptimizerSpec",
     "ScaleByLionState",
     "lion",
+    "memory_report",
     "registry",
     "scale_by_lion",
     "signum",
+    "state_nbytes",
 ]
