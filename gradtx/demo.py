@@ -4,7 +4,9 @@
 running interpreter's standard-library source (no download) with optax AdamW as the baseline and every
 registered optimizer of the foundation families, prints a table (final train loss, validation loss,
 optimizer-state bytes, ms/step) and writes ``loss_curves.png``, ``results.md`` and ``results.json`` to
-``demo_out/``. The defaults take a few minutes on 2 CPU cores; ``--help`` lists the knobs.
+``demo_out/``. ``--help`` lists the knobs. Time with the defaults (250 steps of batch 16x64 on a 277k-parameter
+model) on 2 otherwise idle CPU cores: about 14 s per optimizer (~2 s of it compiling), so about 50 s for
+AdamW + Lion + Signum and under 3 minutes for eleven optimizers; a CPU shared with other work takes longer.
 
 Optimizers come from :data:`gradtx.registry.OPTIMIZERS`: the demo never special-cases a name except in
 :data:`DEMO_LEARNING_RATES`, a table of learning rates suited to this model (a demo default only; an
@@ -44,15 +46,13 @@ PROVIDED_EXTRA_ARGS = ("loss_fn", "logits_fn", "value")
 #: Learning rates that suit this model in a few hundred steps (demo defaults, not library defaults).
 DEMO_LEARNING_RATES = {
     BASELINE: 3e-3,
-    "lion": 5e-4,  # official guidance: 3-10x below AdamW
-    "signum": 5e-4,
+    "lion": 1e-3,  # official guidance: 3-10x below AdamW; best of {5e-4, 1e-3, 2e-3} here, as for signum
+    "signum": 1e-3,
     "adabelief": 3e-3,
     "diffgrad": 3e-3,
     "exadam": 3e-3,
     "adamp": 3e-3,
-    "sgdp": 0.3,
-    "lamb": 1e-2,
-    "lars": 1.0,
+    "lamb": 1e-2,  # the trust ratio makes this a relative step per layer
 }
 
 
@@ -242,10 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--lr", action="append", default=[], metavar="NAME=VALUE", help="peak learning rate (repeatable)")
   p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
                  help="cosine: 10%% linear warm-up, then cosine decay to peak/10")
-  p.add_argument("--steps", type=int, default=300)
-  p.add_argument("--batch-size", type=int, default=32)
+  p.add_argument("--steps", type=int, default=250)
+  p.add_argument("--batch-size", type=int, default=16)
   p.add_argument("--seq-len", type=int, default=64)
-  p.add_argument("--d-model", type=int, default=128)
+  p.add_argument("--d-model", type=int, default=96)
   p.add_argument("--layers", type=int, default=2)
   p.add_argument("--heads", type=int, default=4)
   p.add_argument("--corpus-bytes", type=int, default=2_000_000, help="size of the stdlib slice")

@@ -18,11 +18,11 @@ from flax import nnx
 
 @dataclasses.dataclass(frozen=True)
 class CharLMConfig:
-  """Sizes of :class:`CharLM`; the defaults train in about 20 ms a step on 2 CPU cores."""
+  """Sizes of :class:`CharLM`; the defaults (277k params) take 30-45 ms a step at batch 16 on 2 CPU cores."""
 
   vocab_size: int = 256
   seq_len: int = 64
-  d_model: int = 128
+  d_model: int = 96
   num_layers: int = 2
   num_heads: int = 4
   mlp_ratio: float = 8 / 3
