@@ -15,6 +15,17 @@ from gradtx.core.memory import MemoryReport as MemoryReport
 from gradtx.core.memory import memory_report as memory_report
 from gradtx.core.memory import state_nbytes as state_nbytes
 
+# moment scaling
+from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
+from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
+from gradtx.moment_scaling import ScaleByExAdamState as ScaleByExAdamState
+from gradtx.moment_scaling import adabelief as adabelief
+from gradtx.moment_scaling import diffgrad as diffgrad
+from gradtx.moment_scaling import exadam as exadam
+from gradtx.moment_scaling import scale_by_belief as scale_by_belief
+from gradtx.moment_scaling import scale_by_diffgrad as scale_by_diffgrad
+from gradtx.moment_scaling import scale_by_exadam as scale_by_exadam
+
 # sign momentum
 from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
@@ -28,10 +39,19 @@ __all__ = [
     "MemoryReport",
     "OPTIMIZERS",
     "OptimizerSpec",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
     "ScaleByLionState",
+    "adabelief",
+    "diffgrad",
+    "exadam",
     "lion",
     "memory_report",
     "registry",
+    "scale_by_belief",
+    "scale_by_diffgrad",
+    "scale_by_exadam",
     "scale_by_lion",
     "signum",
     "state_nbytes",
