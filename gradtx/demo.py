@@ -203,7 +203,8 @@ def train(run: Run, args: argparse.Namespace, corpus, initial: CharLM, progress:
 
 
 def format_table(runs: Sequence[Run]) -> str:
-  header = "| optimizer | lr (source) | final train loss | val loss | opt-state bytes | ms/step | status |"
+  header = ("| optimizer | lr (source) | final train loss (mean of last 10%) | val loss | opt-state bytes | "
+            "ms/step | status |")
   rows = [header, "|" + "---|" * 7]
   for r in runs:
     rows.append(f"| {r.name} | {r.learning_rate:g} ({r.lr_source}) | {r.final_train_loss:.4f} | {r.val_loss:.4f} "
