@@ -22,6 +22,11 @@ from gradtx.geometry import scale_by_lamb_trust_ratio as scale_by_lamb_trust_rat
 from gradtx.geometry import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
 from gradtx.geometry import scale_by_sgdp as scale_by_sgdp
 from gradtx.geometry import sgdp as sgdp
+# optimizer-state memory
+from gradtx.core.memory import LeafMemory as LeafMemory
+from gradtx.core.memory import MemoryReport as MemoryReport
+from gradtx.core.memory import memory_report as memory_report
+from gradtx.core.memory import state_nbytes as state_nbytes
 
 # moment scaling
 from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
@@ -68,6 +73,14 @@ from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
 __version__ = "0.1.0"
 
 __all__ = [
+    "LeafMemory",
+    "MemoryReport",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
+    "ScaleByLionState",
     "adabelief",
     "adadagrad",
     "adadagrad_norm",
@@ -97,6 +110,7 @@ __all__ = [
     "RecordGradNormsState",
     "refined_schedule",
     "refined_schedule_values",
+    "memory_report",
     "registry",
     "rescale_learning_rate",
     "scale_by_adagrad",
@@ -119,4 +133,5 @@ __all__ = [
     "sgdp",
     "signum",
     "smooth_grad_norms",
+    "state_nbytes",
 ]
