@@ -71,7 +71,11 @@ def test_demo_skips_optimizers_needing_arguments_it_cannot_provide(monkeypatch):
   monkeypatch.setitem(registry._OPTIMIZERS, spec.name, spec)
   runs, skipped = demo.plan_runs("all", {})
   assert spec.name not in [r.name for r in runs] and runs[0].name == demo.BASELINE
-  assert len(skipped) == 1 and "needs_layer_inputs" in skipped[0] and "layer_inputs" in skipped[0]
+  mine = [m for m in skipped if "needs_layer_inputs" in m]
+  assert len(mine) == 1 and "layer_inputs" in mine[0]
+  provided = {"loss_fn", "logits_fn", "value"}
+  expected = {n for n, s in registry.OPTIMIZERS.items() if set(s.required_extra_args) - provided}
+  assert {m.split()[1].rstrip(":") for m in skipped} == expected
 
 
 def test_demo_default_selection_follows_the_registry():
