@@ -73,3 +73,30 @@ def get(name: str) -> OptimizerSpec:
     return _OPTIMIZERS[name]
   except KeyError:
     raise ValueError(f"`name` must be one of {sorted(_OPTIMIZERS)!r}, got {name!r}.") from None
+
+
+def markdown_table() -> str:
+  """The README's table of full optimizers (name, family, paper, reference, state per parameter)."""
+  rows = [
+      "| optimizer | family | paper | checked against | state per parameter | extra args |",
+      "|---|---|---|---|---|---|",
+  ]
+  for name in sorted(_OPTIMIZERS, key=lambda n: (_OPTIMIZERS[n].family, n)):
+    s = _OPTIMIZERS[name]
+    extra = ", ".join(f"`{a}`" for a in s.required_extra_args) or "–"
+    rows.append(f"| `{name}` | {s.family} | {s.paper} | {s.reference} | {s.state_per_param} | {extra} |")
+  return "\n".join(rows)
+
+
+_START, _END = "<!-- registry-table:start -->", "<!-- registry-table:end -->"
+
+
+def update_readme(path: str) -> None:
+  """Rewrites the table between the registry-table markers of the README at ``path``."""
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  head, rest = text.split(_START, 1)
+  tail = rest.split(_END, 1)[1]
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(f"{head}{_START}\n{markdown_table()}\n{_END}{tail}")
+

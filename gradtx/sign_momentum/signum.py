@@ -72,7 +72,7 @@ registry.register(
     registry.OptimizerSpec(
         name="signum",
         factory=signum,
-        test_kwargs={"learning_rate": 0.01},
+        test_kwargs={"learning_rate": 0.03},
         family="sign_momentum",
         paper="Bernstein et al., signSGD: Compressed Optimisation for Non-Convex Problems, 2018, arXiv:1802.04434",
         reference="jxbz/signSGD-with-Majority-Vote signum (momentum of g + λθ, then sign)",
