@@ -210,11 +210,13 @@ def scale_by_adam_coordinate_clipped(
     del params, extra_args
     with jax.named_scope("gradtx/adam_coordinate_clipped"):
       clipped, tau, frac = _clip_tree(updates, fraction, threshold_scale, method, axis_name)
-      mu = numerics.ema(state.mu, clipped, b1)
-      nu = numerics.ema(state.nu, updates, b2, order=2)
+      # float32 rates: the EMA weights and the bias corrections round alike (inject_hyperparams does too).
+      beta1, beta2 = jnp.asarray(b1, jnp.float32), jnp.asarray(b2, jnp.float32)
+      mu = numerics.ema(state.mu, clipped, beta1)
+      nu = numerics.ema(state.nu, updates, beta2, order=2)
       count = tree.safe_increment(state.count)
-      bc1 = numerics.bias_correction(b1, count)
-      bc2 = numerics.bias_correction(b2, count)
+      bc1 = numerics.bias_correction(beta1, count)
+      bc2 = numerics.bias_correction(beta2, count)
 
       def one(g, m, v):
         m_hat = m.astype(jnp.float32) / bc1
@@ -296,7 +298,7 @@ registry.register(
     registry.OptimizerSpec(
         name="adam_coordinate_clipped",
         factory=adam_coordinate_clipped,
-        test_kwargs={"learning_rate": 0.1, "fraction": 0.1},
+        test_kwargs={"learning_rate": 0.1, "fraction": 0.1, "threshold_scale": 2.0},
         family="stability",
         paper="Pan and Li, Toward Understanding Why Adam Converges Faster Than SGD for Transformers, 2023, "
         "arXiv:2306.00204",

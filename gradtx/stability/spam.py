@@ -138,7 +138,7 @@ def clip_spikes(
       total = max(topk.size(updates, axis_name), 1)
       fraction = reduce.psum(n_spikes, axis_name).astype(jnp.float32) / total
       if inner is None:
-        return clipped, ClipSpikesState(count, numerics.ema(state.nu, clipped, b2, order=2), fraction, state.inner_state)
+        return clipped, ClipSpikesState(count, numerics.ema(state.nu, clipped, jnp.asarray(b2, jnp.float32), order=2), fraction, state.inner_state)
       new_updates, inner_state = inner.update(clipped, state.inner_state, params, **extra_args)
       return new_updates, ClipSpikesState(count, (), fraction, inner_state)
 
@@ -157,10 +157,11 @@ def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.Gradie
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    mu = numerics.ema(state.mu, updates, b1)
-    nu = numerics.ema(state.nu, updates, b2, order=2)
+    beta1, beta2 = jnp.asarray(b1, jnp.float32), jnp.asarray(b2, jnp.float32)  # round like the corrections
+    mu = numerics.ema(state.mu, updates, beta1)
+    nu = numerics.ema(state.nu, updates, beta2, order=2)
     count = tree.safe_increment(state.count)
-    step = jnp.sqrt(numerics.bias_correction(b2, count)) / numerics.bias_correction(b1, count)
+    step = jnp.sqrt(numerics.bias_correction(beta2, count)) / numerics.bias_correction(beta1, count)
 
     def one(g, m, v):
       return (step * m.astype(jnp.float32) / (jnp.sqrt(v.astype(jnp.float32)) + eps)).astype(g.dtype)

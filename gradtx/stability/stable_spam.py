@@ -98,7 +98,8 @@ def momentum_scale(count: jax.Array, total_steps: int | None, eta_min: Any) -> j
   if total_steps is None:
     return jnp.ones([], jnp.float32)
   cos = jnp.cos(jnp.pi * count.astype(jnp.float32) / (total_steps + 1))
-  return (eta_min + (1.0 - eta_min) * (1.0 + cos) / 2.0).astype(jnp.float32)
+  eta = jnp.asarray(eta_min, jnp.float32)
+  return eta + (1.0 - eta) * (1.0 + cos) / 2.0
 
 
 def _check_modes(bias_correction, reset_period):
@@ -150,12 +151,13 @@ def clip_by_adaptive_max(
     del params, extra_args
     with jax.named_scope("gradtx/clip_by_adaptive_max"):
       count = tree.safe_increment(state.count)
-      debias = numerics.bias_correction(theta, _debias_count(count, bias_correction, reset_period))
+      rate = jnp.asarray(theta, jnp.float32)  # rounds like the bias correction
+      debias = numerics.bias_correction(rate, _debias_count(count, bias_correction, reset_period))
 
       def one(g, m):
         g32 = g.astype(jnp.float32)
         mx = reduce.pmax(jnp.max(jnp.abs(g32)), axis_name) if g.size else jnp.zeros([], jnp.float32)
-        m = (theta * m + (1.0 - theta) * mx).astype(jnp.float32)
+        m = (rate * m + (1.0 - rate) * mx).astype(jnp.float32)
         m_hat = m / debias
         spike = jnp.abs(g32) > m_hat
         clipped = jnp.where(spike, g32 / jnp.where(mx > 0, mx, 1.0) * m_hat, g32).astype(g.dtype)
@@ -226,15 +228,16 @@ def normalize_by_norm_ema(
     del params, extra_args
     with jax.named_scope("gradtx/normalize_by_norm_ema"):
       count = tree.safe_increment(state.count)
-      g1 = gamma1 * momentum_scale(count, total_steps, eta_min)
+      g1 = jnp.asarray(gamma1, jnp.float32) * momentum_scale(count, total_steps, eta_min)
+      g2 = jnp.asarray(gamma2, jnp.float32)
       t = _debias_count(count, bias_correction, reset_period)
       bc1 = numerics.bias_correction(g1, t)
-      bc2 = numerics.bias_correction(gamma2, t)
+      bc2 = numerics.bias_correction(g2, t)
 
       def one(g, a, b):
         n = reduce.norm(g, axis_name)
         a = (g1 * a + (1.0 - g1) * n).astype(jnp.float32)
-        b = (gamma2 * b + (1.0 - gamma2) * n * n).astype(jnp.float32)
+        b = (g2 * b + (1.0 - g2) * n * n).astype(jnp.float32)
         c = (a / bc1) / (jnp.sqrt(b / bc2) + eps)
         scaled = jnp.where(n > 0, g.astype(jnp.float32) / jnp.where(n > 0, n, 1.0) * c, g.astype(jnp.float32))
         return scaled.astype(g.dtype), a, b
@@ -256,12 +259,13 @@ def _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min) -> optax.Gradien
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     global_count = tree.safe_increment(state.global_count)
-    beta1 = b1 * momentum_scale(global_count, total_steps, eta_min)
+    beta1 = jnp.asarray(b1, jnp.float32) * momentum_scale(global_count, total_steps, eta_min)
+    beta2 = jnp.asarray(b2, jnp.float32)
     mu = numerics.ema(state.mu, updates, beta1)
-    nu = numerics.ema(state.nu, updates, b2, order=2)
+    nu = numerics.ema(state.nu, updates, beta2, order=2)
     count = tree.safe_increment(state.count)
     bc1 = numerics.bias_correction(beta1, count)
-    sqrt_bc2 = jnp.sqrt(numerics.bias_correction(b2, count))
+    sqrt_bc2 = jnp.sqrt(numerics.bias_correction(beta2, count))
 
     def one(g, m, v):
       denom = jnp.sqrt(v.astype(jnp.float32)) / sqrt_bc2 + eps
