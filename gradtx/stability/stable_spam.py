@@ -326,6 +326,7 @@ def scale_by_stable_spam(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
+  _check_modes(bias_correction, reset_period)
   adam = _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min)
   if reset_period is not None:
     adam = reset_state_every(adam, reset_period, fields=("mu", "nu"), reset_count=True)
