@@ -105,7 +105,9 @@ def clip_by_coordinate(
 
   Args:
     fraction: k in [0, 1]; the paper uses 0.1 for SGD and 0.5 for Adam. 0 clips nothing, 1 zeroes
-      everything (official behaviour).
+      everything (official behaviour). A traced k (``inject_hyperparams``) gives the rank
+      ``floor(d * k)`` in float32, which can differ by one from the official float64 ``int(d * k)``
+      when ``d * k`` lies within float32 rounding of an integer.
     threshold_scale: s > 0, multiplies the threshold.
     method: ``'exact'`` (the official threshold, 31 counting passes) or ``'histogram'`` (one pass; the
       threshold rounded down to 8 significant bits, so slightly more coordinates are clipped).

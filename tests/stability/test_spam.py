@@ -230,3 +230,21 @@ def test_nan_gradient_is_not_hidden():
   gs = guarded.init(jnp.zeros(2))
   u, gs = guarded.update(jnp.array([jnp.nan, 1.0]), gs, jnp.zeros(2))
   np.testing.assert_array_equal(np.asarray(u), [0.0, 0.0])
+
+
+def test_clip_fraction_over_eight_shards_equals_single_device():
+  mesh = jax.make_mesh((8,), ("d",), axis_types=(jax.sharding.AxisType.Explicit,))
+  spec, rep = jax.sharding.PartitionSpec("d"), jax.sharding.PartitionSpec()
+  seq = _seq(6, shape=(16, 2), spikes=[(4, 3, 1000.0), (5, 30, -1000.0)])
+  single = gradtx.clip_spikes(None, 50.0, accumulation_steps=2)
+  sharded = gradtx.clip_spikes(None, 50.0, accumulation_steps=2, axis_name="d")
+  s1 = single.init(seq[0])
+  state_specs = jax.tree.map(lambda x: spec if x.ndim else rep, s1)
+  s2 = jax.tree.map(lambda x, sp: jax.device_put(x, jax.NamedSharding(mesh, sp)), sharded.init(seq[0]), state_specs)
+  fn = jax.jit(jax.shard_map(sharded.update, mesh=mesh, in_specs=(spec, state_specs), out_specs=(spec, state_specs)))
+  for g in seq:
+    u1, s1 = jax.jit(single.update)(g, s1)
+    u2, s2 = fn(jax.device_put(g, jax.NamedSharding(mesh, spec)), s2)
+    np.testing.assert_array_equal(np.asarray(u2), np.asarray(u1))
+    assert float(s2.clip_fraction) == pytest.approx(float(s1.clip_fraction))
+  assert float(s1.clip_fraction) > 0
