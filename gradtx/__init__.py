@@ -9,6 +9,31 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# geometry
+from gradtx.geometry import ProjectRadialState as ProjectRadialState
+from gradtx.geometry import ScaleByLarsTrustRatioState as ScaleByLarsTrustRatioState
+from gradtx.geometry import adamp as adamp
+from gradtx.geometry import exclude_bias_and_norm as exclude_bias_and_norm
+from gradtx.geometry import lamb as lamb
+from gradtx.geometry import lars as lars
+from gradtx.geometry import project_radial as project_radial
+from gradtx.geometry import scale_by_adamp as scale_by_adamp
+from gradtx.geometry import scale_by_lamb_trust_ratio as scale_by_lamb_trust_ratio
+from gradtx.geometry import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
+from gradtx.geometry import scale_by_sgdp as scale_by_sgdp
+from gradtx.geometry import sgdp as sgdp
+
+# moment scaling
+from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
+from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
+from gradtx.moment_scaling import ScaleByExAdamState as ScaleByExAdamState
+from gradtx.moment_scaling import adabelief as adabelief
+from gradtx.moment_scaling import diffgrad as diffgrad
+from gradtx.moment_scaling import exadam as exadam
+from gradtx.moment_scaling import scale_by_belief as scale_by_belief
+from gradtx.moment_scaling import scale_by_diffgrad as scale_by_diffgrad
+from gradtx.moment_scaling import scale_by_exadam as scale_by_exadam
+
 # sign momentum
 from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
@@ -39,36 +64,105 @@ from gradtx.stability import normalize_by_norm_ema as normalize_by_norm_ema
 from gradtx.stability import scale_by_stable_spam as scale_by_stable_spam
 from gradtx.stability import stable_spam as stable_spam
 
+# schedules and batch size
+from gradtx.schedules import AdaptiveBatchSizeState as AdaptiveBatchSizeState
+from gradtx.schedules import BatchSizeTestResult as BatchSizeTestResult
+from gradtx.schedules import RecordGradNormsState as RecordGradNormsState
+from gradtx.schedules import ScaleByAdagradNormState as ScaleByAdagradNormState
+from gradtx.schedules import ScaleByAdagradState as ScaleByAdagradState
+from gradtx.schedules import adadagrad as adadagrad
+from gradtx.schedules import adadagrad_norm as adadagrad_norm
+from gradtx.schedules import adagrad_norm as adagrad_norm
+from gradtx.schedules import adaptive_batch_size as adaptive_batch_size
+from gradtx.schedules import coordinate_norm_test as coordinate_norm_test
+from gradtx.schedules import inner_product_test as inner_product_test
+from gradtx.schedules import linear_decay as linear_decay
+from gradtx.schedules import next_batch_size as next_batch_size
+from gradtx.schedules import norm_test as norm_test
+from gradtx.schedules import orthogonality_test as orthogonality_test
+from gradtx.schedules import record_grad_norms as record_grad_norms
+from gradtx.schedules import recorded_grad_norms as recorded_grad_norms
+from gradtx.schedules import refined_schedule as refined_schedule
+from gradtx.schedules import refined_schedule_values as refined_schedule_values
+from gradtx.schedules import rescale_learning_rate as rescale_learning_rate
+from gradtx.schedules import scale_by_adagrad as scale_by_adagrad
+from gradtx.schedules import scale_by_adagrad_norm as scale_by_adagrad_norm
+from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptiveBatchSizeState",
     "AddGradientNoiseState",
+    "BatchSizeTestResult",
     "ClipByAdaptiveMaxState",
     "ClipByCoordinateState",
     "ClipSpikesState",
     "NormalizeByNormEmaState",
     "OPTIMIZERS",
     "OptimizerSpec",
+    "ProjectRadialState",
+    "RecordGradNormsState",
     "ResetStateEveryState",
     "ScaleByAGVMState",
+    "ScaleByAdagradNormState",
+    "ScaleByAdagradState",
     "ScaleByAdamCoordinateClippedState",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
+    "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
     "ScaleByStableSpamAdamState",
+    "adabelief",
+    "adadagrad",
+    "adadagrad_norm",
+    "adagrad_norm",
     "adam_coordinate_clipped",
+    "adamp",
+    "adaptive_batch_size",
     "add_gradient_noise",
     "clip_by_adaptive_max",
     "clip_by_coordinate",
     "clip_spikes",
+    "coordinate_norm_test",
+    "diffgrad",
+    "exadam",
+    "exclude_bias_and_norm",
+    "inner_product_test",
+    "lamb",
+    "lars",
+    "linear_decay",
     "lion",
+    "next_batch_size",
+    "norm_test",
     "normalize_by_norm_ema",
+    "orthogonality_test",
+    "project_radial",
+    "record_grad_norms",
+    "recorded_grad_norms",
+    "refined_schedule",
+    "refined_schedule_values",
     "registry",
+    "rescale_learning_rate",
     "reset_state_every",
+    "scale_by_adagrad",
+    "scale_by_adagrad_norm",
     "scale_by_adam_coordinate_clipped",
+    "scale_by_adamp",
     "scale_by_agvm",
+    "scale_by_belief",
+    "scale_by_diffgrad",
+    "scale_by_exadam",
+    "scale_by_lamb_trust_ratio",
+    "scale_by_lars_trust_ratio",
     "scale_by_lion",
+    "scale_by_sgdp",
     "scale_by_spam",
     "scale_by_stable_spam",
+    "sgdp",
     "signum",
+    "smooth_grad_norms",
     "spam",
     "stable_spam",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import optax
 
 from gradtx.core import validation
@@ -27,3 +28,19 @@ def decoupled(
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+def keep_update_dtype(inner: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """``inner`` with each output update cast back to the dtype of the incoming update (contract item 4).
+
+  Under ``optax.inject_hyperparams`` numeric hyperparameters are float32 arrays, and optax blocks that
+  multiply by them (``scale_by_learning_rate``, ``add_decayed_weights``, ``trace``) promote bf16/f16
+  updates to float32. The state is ``inner``'s own, untouched.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    new_updates, state = inner.update(updates, state, params, **extra_args)
+    return jax.tree.map(lambda new, old: new.astype(old.dtype), new_updates, updates), state
+
+  return optax.GradientTransformationExtraArgs(inner.init, update_fn)
