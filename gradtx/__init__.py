@@ -45,6 +45,30 @@ from gradtx.sign_momentum import lion as lion
 from gradtx.sign_momentum import scale_by_lion as scale_by_lion
 from gradtx.sign_momentum import signum as signum
 
+# clipping and stability
+from gradtx.stability import ScaleByAGVMState as ScaleByAGVMState
+from gradtx.stability import scale_by_agvm as scale_by_agvm
+from gradtx.stability import ClipByCoordinateState as ClipByCoordinateState
+from gradtx.stability import ScaleByAdamCoordinateClippedState as ScaleByAdamCoordinateClippedState
+from gradtx.stability import adam_coordinate_clipped as adam_coordinate_clipped
+from gradtx.stability import clip_by_coordinate as clip_by_coordinate
+from gradtx.stability import scale_by_adam_coordinate_clipped as scale_by_adam_coordinate_clipped
+from gradtx.stability import AddGradientNoiseState as AddGradientNoiseState
+from gradtx.stability import add_gradient_noise as add_gradient_noise
+from gradtx.stability import ResetStateEveryState as ResetStateEveryState
+from gradtx.stability import reset_state_every as reset_state_every
+from gradtx.stability import ClipSpikesState as ClipSpikesState
+from gradtx.stability import clip_spikes as clip_spikes
+from gradtx.stability import scale_by_spam as scale_by_spam
+from gradtx.stability import spam as spam
+from gradtx.stability import ClipByAdaptiveMaxState as ClipByAdaptiveMaxState
+from gradtx.stability import NormalizeByNormEmaState as NormalizeByNormEmaState
+from gradtx.stability import ScaleByStableSpamAdamState as ScaleByStableSpamAdamState
+from gradtx.stability import clip_by_adaptive_max as clip_by_adaptive_max
+from gradtx.stability import normalize_by_norm_ema as normalize_by_norm_ema
+from gradtx.stability import scale_by_stable_spam as scale_by_stable_spam
+from gradtx.stability import stable_spam as stable_spam
+
 # schedules and batch size
 from gradtx.schedules import AdaptiveBatchSizeState as AdaptiveBatchSizeState
 from gradtx.schedules import BatchSizeTestResult as BatchSizeTestResult
@@ -80,7 +104,38 @@ __all__ = [
     "adamp",
     "adaptive_batch_size",
     "AdaptiveBatchSizeState",
+    "AddGradientNoiseState",
     "BatchSizeTestResult",
+    "ClipByAdaptiveMaxState",
+    "ClipByCoordinateState",
+    "ClipSpikesState",
+    "NormalizeByNormEmaState",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "ProjectRadialState",
+    "RecordGradNormsState",
+    "ResetStateEveryState",
+    "ScaleByAGVMState",
+    "ScaleByAdagradNormState",
+    "ScaleByAdagradState",
+    "ScaleByAdamCoordinateClippedState",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
+    "ScaleByLarsTrustRatioState",
+    "ScaleByLionState",
+    "ScaleByStableSpamAdamState",
+    "adabelief",
+    "adadagrad",
+    "adadagrad_norm",
+    "adagrad_norm",
+    "adam_coordinate_clipped",
+    "adamp",
+    "adaptive_batch_size",
+    "add_gradient_noise",
+    "clip_by_adaptive_max",
+    "clip_by_coordinate",
+    "clip_spikes",
     "coordinate_norm_test",
     "diffgrad",
     "exadam",
@@ -103,13 +158,27 @@ __all__ = [
     "record_grad_norms",
     "recorded_grad_norms",
     "RecordGradNormsState",
+    "linear_decay",
+    "lion",
+    "next_batch_size",
+    "norm_test",
+    "normalize_by_norm_ema",
+    "orthogonality_test",
+    "project_radial",
+    "record_grad_norms",
+    "recorded_grad_norms",
     "refined_schedule",
     "refined_schedule_values",
     "registry",
     "rescale_learning_rate",
     "scale_by_adagrad",
     "scale_by_adagrad_norm",
+    "reset_state_every",
+    "scale_by_adagrad",
+    "scale_by_adagrad_norm",
+    "scale_by_adam_coordinate_clipped",
     "scale_by_adamp",
+    "scale_by_agvm",
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
@@ -128,4 +197,11 @@ __all__ = [
     "signum",
     "smooth_grad_norms",
     "state_nbytes",
+    "scale_by_spam",
+    "scale_by_stable_spam",
+    "sgdp",
+    "signum",
+    "smooth_grad_norms",
+    "spam",
+    "stable_spam",
 ]
