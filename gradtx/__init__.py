@@ -9,6 +9,25 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# geometry
+from gradtx.geometry import ProjectRadialState as ProjectRadialState
+from gradtx.geometry import ScaleByLarsTrustRatioState as ScaleByLarsTrustRatioState
+from gradtx.geometry import adamp as adamp
+from gradtx.geometry import exclude_bias_and_norm as exclude_bias_and_norm
+from gradtx.geometry import lamb as lamb
+from gradtx.geometry import lars as lars
+from gradtx.geometry import project_radial as project_radial
+from gradtx.geometry import scale_by_adamp as scale_by_adamp
+from gradtx.geometry import scale_by_lamb_trust_ratio as scale_by_lamb_trust_ratio
+from gradtx.geometry import scale_by_lars_trust_ratio as scale_by_lars_trust_ratio
+from gradtx.geometry import scale_by_sgdp as scale_by_sgdp
+from gradtx.geometry import sgdp as sgdp
+# optimizer-state memory
+from gradtx.core.memory import LeafMemory as LeafMemory
+from gradtx.core.memory import MemoryReport as MemoryReport
+from gradtx.core.memory import memory_report as memory_report
+from gradtx.core.memory import state_nbytes as state_nbytes
+
 # moment scaling
 from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
 from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
@@ -37,40 +56,150 @@ from gradtx.quantization import lion_8bit as lion_8bit
 from gradtx.quantization import quantize_blockwise as quantize_blockwise
 from gradtx.quantization import quantize_state as quantize_state
 
+# clipping and stability
+from gradtx.stability import ScaleByAGVMState as ScaleByAGVMState
+from gradtx.stability import scale_by_agvm as scale_by_agvm
+from gradtx.stability import ClipByCoordinateState as ClipByCoordinateState
+from gradtx.stability import ScaleByAdamCoordinateClippedState as ScaleByAdamCoordinateClippedState
+from gradtx.stability import adam_coordinate_clipped as adam_coordinate_clipped
+from gradtx.stability import clip_by_coordinate as clip_by_coordinate
+from gradtx.stability import scale_by_adam_coordinate_clipped as scale_by_adam_coordinate_clipped
+from gradtx.stability import AddGradientNoiseState as AddGradientNoiseState
+from gradtx.stability import add_gradient_noise as add_gradient_noise
+from gradtx.stability import ResetStateEveryState as ResetStateEveryState
+from gradtx.stability import reset_state_every as reset_state_every
+from gradtx.stability import ClipSpikesState as ClipSpikesState
+from gradtx.stability import clip_spikes as clip_spikes
+from gradtx.stability import scale_by_spam as scale_by_spam
+from gradtx.stability import spam as spam
+from gradtx.stability import ClipByAdaptiveMaxState as ClipByAdaptiveMaxState
+from gradtx.stability import NormalizeByNormEmaState as NormalizeByNormEmaState
+from gradtx.stability import ScaleByStableSpamAdamState as ScaleByStableSpamAdamState
+from gradtx.stability import clip_by_adaptive_max as clip_by_adaptive_max
+from gradtx.stability import normalize_by_norm_ema as normalize_by_norm_ema
+from gradtx.stability import scale_by_stable_spam as scale_by_stable_spam
+from gradtx.stability import stable_spam as stable_spam
+
+# schedules and batch size
+from gradtx.schedules import AdaptiveBatchSizeState as AdaptiveBatchSizeState
+from gradtx.schedules import BatchSizeTestResult as BatchSizeTestResult
+from gradtx.schedules import RecordGradNormsState as RecordGradNormsState
+from gradtx.schedules import ScaleByAdagradNormState as ScaleByAdagradNormState
+from gradtx.schedules import ScaleByAdagradState as ScaleByAdagradState
+from gradtx.schedules import adadagrad as adadagrad
+from gradtx.schedules import adadagrad_norm as adadagrad_norm
+from gradtx.schedules import adagrad_norm as adagrad_norm
+from gradtx.schedules import adaptive_batch_size as adaptive_batch_size
+from gradtx.schedules import coordinate_norm_test as coordinate_norm_test
+from gradtx.schedules import inner_product_test as inner_product_test
+from gradtx.schedules import linear_decay as linear_decay
+from gradtx.schedules import next_batch_size as next_batch_size
+from gradtx.schedules import norm_test as norm_test
+from gradtx.schedules import orthogonality_test as orthogonality_test
+from gradtx.schedules import record_grad_norms as record_grad_norms
+from gradtx.schedules import recorded_grad_norms as recorded_grad_norms
+from gradtx.schedules import refined_schedule as refined_schedule
+from gradtx.schedules import refined_schedule_values as refined_schedule_values
+from gradtx.schedules import rescale_learning_rate as rescale_learning_rate
+from gradtx.schedules import scale_by_adagrad as scale_by_adagrad
+from gradtx.schedules import scale_by_adagrad_norm as scale_by_adagrad_norm
+from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
+
 __version__ = "0.1.0"
 
 __all__ = [
-    "OPTIMIZERS",
-    "OptimizerSpec",
-    "QuantizeStateState",
-    "QuantizedArray",
-    "ScaleByBeliefState",
-    "ScaleByDiffGradState",
-    "ScaleByExAdamState",
-    "ScaleByLionState",
-    "StableEmbedding",
     "adabelief",
     "adabelief_8bit",
+    "adadagrad",
+    "adadagrad_norm",
+    "adagrad_norm",
+    "adam_coordinate_clipped",
+    "adamp",
     "adamw_8bit",
+    "adaptive_batch_size",
+    "AdaptiveBatchSizeState",
+    "add_gradient_noise",
+    "AddGradientNoiseState",
+    "BatchSizeTestResult",
+    "clip_by_adaptive_max",
+    "clip_by_coordinate",
+    "clip_spikes",
+    "ClipByAdaptiveMaxState",
+    "ClipByCoordinateState",
+    "ClipSpikesState",
+    "coordinate_norm_test",
     "create_dynamic_map",
     "dequantize_blockwise",
     "diffgrad",
     "exadam",
+    "exclude_bias_and_norm",
+    "inner_product_test",
+    "lamb",
+    "lars",
+    "LeafMemory",
+    "linear_decay",
     "lion",
     "lion_8bit",
+    "memory_report",
+    "MemoryReport",
+    "next_batch_size",
+    "norm_test",
+    "normalize_by_norm_ema",
+    "NormalizeByNormEmaState",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "orthogonality_test",
+    "project_radial",
+    "ProjectRadialState",
     "quantize_blockwise",
     "quantize_state",
+    "QuantizedArray",
+    "QuantizeStateState",
+    "record_grad_norms",
+    "recorded_grad_norms",
+    "RecordGradNormsState",
+    "refined_schedule",
+    "refined_schedule_values",
     "registry",
+    "rescale_learning_rate",
+    "reset_state_every",
+    "ResetStateEveryState",
+    "scale_by_adagrad",
+    "scale_by_adagrad_norm",
+    "scale_by_adam_coordinate_clipped",
+    "scale_by_adamp",
+    "scale_by_agvm",
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
+    "scale_by_lamb_trust_ratio",
+    "scale_by_lars_trust_ratio",
     "scale_by_lion",
+    "scale_by_sgdp",
+    "scale_by_spam",
+    "scale_by_stable_spam",
+    "ScaleByAdagradNormState",
+    "ScaleByAdagradState",
+    "ScaleByAdamCoordinateClippedState",
+    "ScaleByAGVMState",
+    "ScaleByBeliefState",
+    "ScaleByDiffGradState",
+    "ScaleByExAdamState",
+    "ScaleByLarsTrustRatioState",
+    "ScaleByLionState",
+    "ScaleByStableSpamAdamState",
+    "sgdp",
     "signum",
+    "smooth_grad_norms",
+    "spam",
+    "stable_spam",
+    "state_nbytes",
 ]
 
 
 def __getattr__(name: str):
-  # Flax is an optional dependency: import the nnx layer only when it is asked for.
+  # Flax is an optional dependency: the nnx layer is imported only when asked for (and left out of
+  # __all__, so that ``from gradtx import *`` does not import Flax).
   if name == "StableEmbedding":
     from gradtx.quantization.embedding import StableEmbedding  # pylint: disable=import-outside-toplevel
 
