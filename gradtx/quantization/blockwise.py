@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 from gradtx.core import validation
@@ -137,29 +138,70 @@ def _lookup(table: jax.Array, idx: jax.Array) -> jax.Array:
   return table.at[idx].get(out_sharding=spec)
 
 
-def _count_below(table: jax.Array, x: jax.Array, inclusive: bool) -> jax.Array:
-  """Number of entries of the sorted ``table`` that are < x (``<=`` when ``inclusive``), as int32.
+def _as_table(code: Any) -> tuple[float, ...]:
+  """The map as a hashable tuple of float32 values (a static argument of the jitted kernels)."""
+  try:
+    table = np.asarray(code, np.float32)
+  except Exception:  # pylint: disable=broad-except  (a tracer: the map must be known when tracing)
+    raise ValueError(f"`code` must be a concrete sorted 1-D map, got {code!r}.") from None
+  if table.ndim != 1 or not 2 <= table.shape[0] <= 256 or not np.all(np.diff(table) > 0):
+    raise ValueError(f"`code` must be a strictly increasing 1-D map of 2 to 256 values, got shape {table.shape}.")
+  return tuple(float(v) for v in table)
 
-  An unrolled binary search: ``log2(len)`` compare-and-select steps, each a gather from a table of at most
-  256 constants, so the whole search fuses into one elementwise pass.
-  """
-  size = table.shape[0]
-  steps = max(1, math.ceil(math.log2(size + 1)))
-  padded = jnp.concatenate([table, jnp.full((2**steps - size,), jnp.inf, table.dtype)])
+
+# Bucketed search. A float32's bit pattern orders its magnitude, so the top bits of |x| (exponent and a few
+# mantissa bits), signed, index buckets that are monotone in x. With buckets fine enough to hold at most one
+# entry of the sorted table, count(entries < x) = base[bucket] + (table[base[bucket]] < x): one lookup in
+# a small table of counts and one in the map, instead of the eight of a binary search.
+_TINY_BITS = (127 - 32) << 23  # |x| below 2**-32 shares the bucket of 0 (every map entry is 0 or larger)
+_ONE_BITS = 127 << 23
+
+
+def _buckets_np(x: np.ndarray, shift: int) -> np.ndarray:
+  bits = x.astype(np.float32).view(np.int32).astype(np.int64)
+  mag = bits & 0x7FFFFFFF
+  top = ((_ONE_BITS - _TINY_BITS) >> shift) + 1
+  bm = np.where(mag < _TINY_BITS, 0, np.minimum(((mag - _TINY_BITS) >> shift) + 1, top))
+  return top + np.where(bits < 0, -bm, bm)
+
+
+@functools.lru_cache(maxsize=None)
+def _bucket_plan(table: tuple[float, ...]) -> tuple[int, np.ndarray] | None:
+  """``(shift, base)`` for a bucketing that isolates every entry of ``table``; None if none does."""
+  values = np.asarray(table, np.float32)
+  if np.any((values != 0) & (np.abs(values) < 2.0**-32)):
+    return None
+  for shift in range(19, 7, -1):
+    buckets = _buckets_np(values, shift)
+    if np.bincount(buckets).max() <= 1:
+      n = 2 * (((_ONE_BITS - _TINY_BITS) >> shift) + 1) + 1
+      base = np.searchsorted(buckets, np.arange(n), side="left").astype(np.int16)
+      return shift, base
+  return None
+
+
+def _count_below(table: tuple[float, ...], x: jax.Array, inclusive: bool) -> jax.Array:
+  """Number of entries of the sorted ``table`` that are < x (``<=`` when ``inclusive``), as int32."""
+  padded = jnp.asarray(np.append(np.asarray(table, np.float32), np.inf))
+  plan = _bucket_plan(table)
+  if plan is not None:
+    shift, base = plan
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    mag = bits & 0x7FFFFFFF
+    top = ((_ONE_BITS - _TINY_BITS) >> shift) + 1
+    bm = jnp.where(mag < _TINY_BITS, 0, jnp.minimum(((mag - _TINY_BITS) >> shift) + 1, top))
+    start = _lookup(jnp.asarray(base), top + jnp.where(bits < 0, -bm, bm)).astype(jnp.int32)
+    probe = _lookup(padded, start)
+    return start + (probe <= x if inclusive else probe < x).astype(jnp.int32)
+  # Fallback: an unrolled binary search, log2(len) compare-and-select steps.
+  steps = max(1, math.ceil(math.log2(len(table) + 1)))
+  padded = jnp.concatenate([padded, jnp.full((2**steps - len(table) - 1,), jnp.inf, jnp.float32)])
   idx = jnp.zeros_like(x, dtype=jnp.int32)
   for s in range(steps - 1, -1, -1):
     candidate = idx + 2**s
     probe = _lookup(padded, candidate - 1)
-    below = probe <= x if inclusive else probe < x
-    idx = jnp.where(below, candidate, idx)
+    idx = jnp.where(probe <= x if inclusive else probe < x, candidate, idx)
   return idx
-
-
-def _code_table(code: Any) -> jax.Array:
-  table = jnp.asarray(code, jnp.float32)
-  if table.ndim != 1 or not 2 <= table.shape[0] <= 256:
-    raise ValueError(f"`code` must be a sorted 1-D map of 2 to 256 values, got shape {table.shape}.")
-  return table
 
 
 def quantize_blockwise(
@@ -192,26 +234,56 @@ def quantize_blockwise(
     True
   """
   validation.check_int("block_size", block_size, low=1)
-  return _quantize(x, _code_table(code), block_size, key)
+  return _quantize(x, None, _as_table(code), block_size, key)
+
+
+def requantize_blockwise(
+    x: jax.Array,
+    previous: QuantizedArray,
+    code: Any,
+    block_size: int = 256,
+    *,
+    key: jax.Array | None = None,
+) -> QuantizedArray:
+  """:func:`quantize_blockwise`, keeping ``previous``'s codes and scale for every block of ``x`` that equals
+  ``previous`` dequantized, exactly.
+
+  Quantizing is not idempotent (a block whose largest magnitude is negative shrinks by the signed map's
+  0.99297 each time; stochastic rounding moves at random), so a state that was not updated must keep its
+  codes. The check is a per-block reduction beside the absmax, in the same pass.
+  """
+  validation.check_int("block_size", block_size, low=1)
+  return _quantize(x, previous, _as_table(code), block_size, key)
 
 
 # Jitted so that eager calls compile once rather than op by op; inlined when traced inside a caller's jit.
-@functools.partial(jax.jit, static_argnums=(2,))
-def _quantize(x: jax.Array, table: jax.Array, block_size: int, key: jax.Array | None) -> QuantizedArray:
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _quantize(
+    x: jax.Array, previous: QuantizedArray | None, table: tuple[float, ...], block_size: int, key: Any
+) -> QuantizedArray:
   with jax.named_scope("gradtx/quantize_blockwise"):
     xb, original = _blockable(x, block_size)
     blocks = _to_blocks(xb.astype(jnp.float32), block_size)
     absmax = jnp.max(jnp.abs(blocks), axis=-1)
-    scale = jnp.where(absmax > 0, absmax, 1.0)
-    normed = blocks / scale[..., None]
+    normed = blocks / jnp.where(absmax > 0, absmax, 1.0)[..., None]
     if key is None:
-      idx = _count_below((table[1:] + table[:-1]) * 0.5, normed, inclusive=False)
+      mids = tuple(float(v) for v in (np.asarray(table[1:], np.float32) + np.asarray(table[:-1], np.float32)) * np.float32(0.5))
+      idx = _count_below(mids, normed, inclusive=False)
     else:
-      lower = jnp.clip(_count_below(table, normed, inclusive=True) - 1, 0, table.shape[0] - 2)
-      low, high = _lookup(table, lower), _lookup(table, lower + 1)
+      values = jnp.asarray(table, jnp.float32)
+      lower = jnp.clip(_count_below(table, normed, inclusive=True) - 1, 0, len(table) - 2)
+      low, high = _lookup(values, lower), _lookup(values, lower + 1)
       p_up = jnp.clip((normed - low) / (high - low), 0.0, 1.0)
       idx = lower + (jax.random.uniform(key, normed.shape) < p_up).astype(jnp.int32)
-    codes = _from_blocks(idx.astype(jnp.uint8), x.shape, block_size)
+    idx = idx.astype(jnp.uint8)
+    if previous is not None:
+      old_codes, _ = _blockable(previous.codes, block_size)
+      old_blocks = _to_blocks(old_codes, block_size)
+      old = _lookup(jnp.asarray(table, jnp.float32), old_blocks.astype(jnp.int32)) * previous.absmax[..., None]
+      changed = jnp.any(blocks != old, axis=-1)
+      idx = jnp.where(changed[..., None], idx, old_blocks)
+      absmax = jnp.where(changed, absmax, previous.absmax)
+    codes = _from_blocks(idx, x.shape, block_size)
     if original is not None:
       codes = jax.sharding.reshard(codes, original)
     return QuantizedArray(codes=codes, absmax=absmax)
@@ -225,14 +297,14 @@ def dequantize_blockwise(
 ) -> jax.Array:
   """The array that :func:`quantize_blockwise` encoded into ``q`` (up to rounding), in ``dtype``."""
   validation.check_int("block_size", block_size, low=1)
-  return _dequantize(q, _code_table(code), block_size, jnp.dtype(dtype))
+  return _dequantize(q, _as_table(code), block_size, jnp.dtype(dtype))
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _dequantize(q: QuantizedArray, table: jax.Array, block_size: int, dtype: Any) -> jax.Array:
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _dequantize(q: QuantizedArray, table: tuple[float, ...], block_size: int, dtype: Any) -> jax.Array:
   with jax.named_scope("gradtx/dequantize_blockwise"):
     codes, original = _blockable(q.codes, block_size)
-    values = _lookup(table, codes.astype(jnp.int32))
+    values = _lookup(jnp.asarray(table, jnp.float32), codes.astype(jnp.int32))
     blocks = _to_blocks(values, block_size) * q.absmax[..., None]
     out = _from_blocks(blocks, q.codes.shape, block_size).astype(dtype)
     if original is not None:
@@ -245,4 +317,5 @@ __all__ = [
     "absmax_shape",
     "dequantize_blockwise",
     "quantize_blockwise",
+    "requantize_blockwise",
 ]

@@ -22,10 +22,10 @@ Where gradtx differs from bitsandbytes:
     bitsandbytes computes in float32; the updates are cast back to the dtype of the incoming updates.
   * The parameter update uses the freshly computed (not yet requantized) moments, as in bitsandbytes; only
     the stored state is 8-bit.
-  * A quantized leaf that the inner update returns unchanged keeps its codes and scales (bitsandbytes
-    requantizes every step, but its state always changes); requantizing an unchanged leaf is not
-    idempotent, so wrappers that hold the state still for some steps (``MultiSteps``, ``apply_if_finite``)
-    would otherwise shrink it or, with stochastic rounding, let it wander.
+  * A block that the inner update returns unchanged keeps its codes and scale (bitsandbytes requantizes
+    every step, but its state always changes); requantizing an unchanged block is not idempotent, so
+    wrappers that hold the state still for some steps (``MultiSteps``, ``apply_if_finite``) would otherwise
+    shrink it or, with stochastic rounding, let it wander.
   * bitsandbytes' CUDA kernel skips elements whose gradient is NaN/Inf and zeroes their moments; gradtx
     leaves that decision to the inner transformation (see :mod:`gradtx.quantization.blockwise` for what a
     non-finite moment does to its block).
@@ -176,7 +176,11 @@ def quantize_state(
           and leaf.size >= min_size
           and _mask_allows(mask_entries, path[i + 1 :])
       )
-      q = blockwise.quantize_blockwise(leaf, code_for(path), block_size) if chosen else None
+      # The barrier keeps XLA from constant-folding the quantization of init's zeros under jit, which takes
+      # seconds per million elements at compile time.
+      q = None
+      if chosen:
+        q = blockwise.quantize_blockwise(jax.lax.optimization_barrier(leaf), code_for(path), block_size)
       stored.append(leaf if q is None else q.codes)
       absmax.append(None if q is None else q.absmax)
     return QuantizeStateState(
@@ -203,19 +207,19 @@ def quantize_state(
       step_key = jax.random.fold_in(state.key, state.count)
       stored, absmax = [], []
       new_leaves = treedef.flatten_up_to(new_inner)
-      for i, ((path, codes), a, old, new) in enumerate(zip(leaves, scales, full, new_leaves)):
+      for i, ((path, codes), a, new) in enumerate(zip(leaves, scales, new_leaves)):
         if a is None:
           stored.append(new)
           absmax.append(None)
           continue
         key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
-        q = blockwise.quantize_blockwise(new, code_for(path), block_size, key=key)
-        # A leaf the inner update left as it was (MultiSteps between updates, apply_if_finite skipping a
-        # step) keeps its codes: requantizing is not idempotent (a block whose largest magnitude is
-        # negative shrinks by the signed map's 0.99297 each time, and stochastic rounding would random-walk).
-        unchanged = jnp.all(new == old)
-        stored.append(jnp.where(unchanged, codes, q.codes))
-        absmax.append(jnp.where(unchanged, a, q.absmax))
+        # Blocks the inner update left as they were (MultiSteps between updates, apply_if_finite skipping
+        # a step) keep their codes: requantizing is not idempotent.
+        q = blockwise.requantize_blockwise(
+            new, blockwise.QuantizedArray(codes, a), code_for(path), block_size, key=key
+        )
+        stored.append(q.codes)
+        absmax.append(q.absmax)
       new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
       return new_updates, QuantizeStateState(
           count=tree.safe_increment(state.count),
