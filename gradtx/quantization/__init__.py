@@ -1,9 +1,9 @@
 """State compression: block-wise dynamic 8-bit quantization of any transformation's state.
 
 :func:`quantize_state` wraps an optax transformation; :func:`adamw_8bit`, :func:`lion_8bit` and
-:func:`adabelief_8bit` are the full 8-bit optimizers; :mod:`~gradtx.quantization.maps` builds bitsandbytes' dynamic maps and
-:mod:`~gradtx.quantization.blockwise` quantizes arrays with them. ``StableEmbedding`` (Flax nnx) lives in
-:mod:`gradtx.quantization.embedding`, imported on demand because Flax is an optional dependency.
+:func:`adabelief_8bit` are the full 8-bit optimizers; :mod:`~gradtx.quantization.maps` builds bitsandbytes'
+dynamic maps and :mod:`~gradtx.quantization.blockwise` quantizes arrays with them. ``StableEmbedding`` (Flax
+nnx) lives in :mod:`gradtx.quantization.embedding`, imported on demand because Flax is an optional dependency.
 """
 
 from gradtx.quantization.blockwise import QuantizedArray as QuantizedArray

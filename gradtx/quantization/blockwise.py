@@ -11,11 +11,16 @@ the index (uint8) of the map value nearest to ``x / absmax``::
 
     codes[i] = argmin_j |x_i / absmax_b − map_j|        x̂_i = map[codes[i]] · absmax_b
 
-Nearest-code rounding is a binary search over the midpoints between map values, unrolled into 8 vectorized
-compare-and-select steps, so quantizing is one fused elementwise pass after the per-block max, and
-dequantizing is one gather-and-multiply pass. Stochastic rounding (the CUDA ``dQuantize<STOCHASTIC=1>``
-rule) picks the upper of the two neighbouring map values with probability proportional to the distance from
-the lower one, which makes the rounding unbiased.
+Nearest-code rounding counts the midpoints between map values that lie below ``x / absmax``: the float's bit
+pattern gives a bucket holding at most one midpoint, and two lookups at that bucket give the count exactly (an
+unrolled binary search is the fallback for maps too dense to bucket). Quantizing is thus one fused elementwise
+pass after the per-block max, and dequantizing one gather-and-multiply pass. On an H100, quantizing 100M
+float32 values takes 1.15x the time of ``x + 1`` and dequantizing 0.8x; one ``adamw_8bit`` step on a
+100M-element leaf takes 1.8x ``optax.adamw``'s (XLA writes the new float32 moments once between the per-block
+max and the quantization pass; ``lion_8bit`` is 1.1x ``optax.lion``). XLA:CPU gathers are slow: on CPU the
+quantization pass costs several times an elementwise pass. Stochastic rounding (the CUDA
+``dQuantize<STOCHASTIC=1>`` rule) picks the upper of the two neighbouring map values with probability
+proportional to the distance from the lower one, which makes the rounding unbiased.
 
 Where gradtx differs:
   * A block whose elements are all zero keeps ``absmax = 0`` (the PyTorch reference stores 1.0, the CUDA
@@ -151,8 +156,8 @@ def _as_table(code: Any) -> tuple[float, ...]:
 
 # Bucketed search. A float32's bit pattern orders its magnitude, so the top bits of |x| (exponent and a few
 # mantissa bits), signed, index buckets that are monotone in x. With buckets fine enough to hold at most one
-# entry of the sorted table, count(entries < x) = base[bucket] + (table[base[bucket]] < x): one lookup in
-# a small table of counts and one in the map, instead of the eight of a binary search.
+# entry of the sorted table, count(entries < x) = base[bucket] + (entry[bucket] < x): two lookups at the
+# same index (they fuse into the elementwise pass) instead of the eight dependent ones of a binary search.
 _TINY_BITS = (127 - 32) << 23  # |x| below 2**-32 shares the bucket of 0 (every map entry is 0 or larger)
 _ONE_BITS = 127 << 23
 
@@ -166,8 +171,12 @@ def _buckets_np(x: np.ndarray, shift: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _bucket_plan(table: tuple[float, ...]) -> tuple[int, np.ndarray] | None:
-  """``(shift, base)`` for a bucketing that isolates every entry of ``table``; None if none does."""
+def _bucket_plan(table: tuple[float, ...]) -> tuple[int, np.ndarray, np.ndarray] | None:
+  """``(shift, base, entry)`` of a bucketing that isolates every entry of ``table``; None if none does.
+
+  ``base[b]`` counts the entries in buckets before ``b``; ``entry[b]`` is the entry in bucket ``b`` (+inf if
+  none). Both are read at the same index, so the two lookups fuse into the caller's elementwise pass.
+  """
   values = np.asarray(table, np.float32)
   if np.any((values != 0) & (np.abs(values) < 2.0**-32)):
     return None
@@ -176,26 +185,28 @@ def _bucket_plan(table: tuple[float, ...]) -> tuple[int, np.ndarray] | None:
     if np.bincount(buckets).max() <= 1:
       n = 2 * (((_ONE_BITS - _TINY_BITS) >> shift) + 1) + 1
       base = np.searchsorted(buckets, np.arange(n), side="left").astype(np.int16)
-      return shift, base
+      entry = np.full(n, np.inf, np.float32)
+      entry[buckets] = values
+      return shift, base, entry
   return None
 
 
 def _count_below(table: tuple[float, ...], x: jax.Array, inclusive: bool) -> jax.Array:
   """Number of entries of the sorted ``table`` that are < x (``<=`` when ``inclusive``), as int32."""
-  padded = jnp.asarray(np.append(np.asarray(table, np.float32), np.inf))
   plan = _bucket_plan(table)
   if plan is not None:
-    shift, base = plan
+    shift, base, entry = plan
     bits = jax.lax.bitcast_convert_type(x, jnp.int32)
     mag = bits & 0x7FFFFFFF
     top = ((_ONE_BITS - _TINY_BITS) >> shift) + 1
     bm = jnp.where(mag < _TINY_BITS, 0, jnp.minimum(((mag - _TINY_BITS) >> shift) + 1, top))
-    start = _lookup(jnp.asarray(base), top + jnp.where(bits < 0, -bm, bm)).astype(jnp.int32)
-    probe = _lookup(padded, start)
+    bucket = top + jnp.where(bits < 0, -bm, bm)
+    start = _lookup(jnp.asarray(base), bucket).astype(jnp.int32)
+    probe = _lookup(jnp.asarray(entry), bucket)
     return start + (probe <= x if inclusive else probe < x).astype(jnp.int32)
   # Fallback: an unrolled binary search, log2(len) compare-and-select steps.
   steps = max(1, math.ceil(math.log2(len(table) + 1)))
-  padded = jnp.concatenate([padded, jnp.full((2**steps - len(table) - 1,), jnp.inf, jnp.float32)])
+  padded = jnp.asarray(np.concatenate([table, np.full(2**steps - len(table), np.inf)]).astype(np.float32))
   idx = jnp.zeros_like(x, dtype=jnp.int32)
   for s in range(steps - 1, -1, -1):
     candidate = idx + 2**s
@@ -267,7 +278,8 @@ def _quantize(
     absmax = jnp.max(jnp.abs(blocks), axis=-1)
     normed = blocks / jnp.where(absmax > 0, absmax, 1.0)[..., None]
     if key is None:
-      mids = tuple(float(v) for v in (np.asarray(table[1:], np.float32) + np.asarray(table[:-1], np.float32)) * np.float32(0.5))
+      values = np.asarray(table, np.float32)
+      mids = tuple(float(v) for v in (values[1:] + values[:-1]) * np.float32(0.5))
       idx = _count_below(mids, normed, inclusive=False)
     else:
       values = jnp.asarray(table, jnp.float32)

@@ -30,17 +30,18 @@ Where gradtx differs from bitsandbytes:
     leaves that decision to the inner transformation (see :mod:`gradtx.quantization.blockwise` for what a
     non-finite moment does to its block).
 
-State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the
-PRNG ``key`` made from ``seed``, the inner state with each quantized leaf replaced by its uint8 ``codes``
-(the leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tree
-with the inner state's structure holding each quantized leaf's float32 per-block scales and ``None`` for
-the others (laid out and sharded as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so
-orbax round trips them exactly, and ``optax.tree_map_params`` maps both the codes and the scales of a
-param-shaped field. The scales sit beside the codes rather than in a NamedTuple at the leaf so that
-wrappers which wrap every state leaf (nnx's ``Optimizer`` turns each into a variable) still find arrays
-there. Note that ``optax.tree.get(state, "mu")`` then finds two ``mu``: the codes and the scales. ``init`` quantizes the inner state's initial values through the same function
-as ``update``, so the shardings after ``init``, ``jit(init)`` and ``update`` agree. To place the state
-yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built from ``jax.eval_shape(tx.init, params)``.
+State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the PRNG
+``key`` made from ``seed``, the inner state with each quantized leaf replaced by its uint8 ``codes`` (the
+leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tree with the
+inner state's structure holding each quantized leaf's float32 per-block scales and ``None`` for the others
+(laid out and sharded as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so orbax round
+trips them exactly, and ``optax.tree_map_params`` maps both the codes and the scales of a param-shaped field.
+The scales sit beside the codes rather than in a NamedTuple at the leaf so that wrappers which wrap every
+state leaf (nnx's ``Optimizer`` turns each into a variable) still find arrays there. Note that
+``optax.tree.get(state, "mu")`` then finds two ``mu``: the codes and the scales. ``init`` quantizes the inner
+state's initial values through the same function as ``update``, so the shardings after ``init``, ``jit(init)``
+and ``update`` agree. To place the state yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built
+from ``jax.eval_shape(tx.init, params)``.
 """
 
 from __future__ import annotations

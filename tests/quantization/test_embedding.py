@@ -36,7 +36,8 @@ def test_layer_norm_of_the_lookup_in_float32():
   w = np.asarray(emb.embedding[...], np.float32)[np.asarray(ids)]
   expected = (w - w.mean(-1, keepdims=True)) / np.sqrt(w.var(-1, keepdims=True) + 1e-5)
   np.testing.assert_allclose(np.asarray(out, np.float32), expected, rtol=2e-2, atol=2e-2)
-  assert StableEmbedding(50, 16, dtype=jnp.float32, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(1))(ids).dtype == jnp.float32
+  wide = StableEmbedding(50, 16, dtype=jnp.float32, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(1))
+  assert wide(ids).dtype == jnp.float32
 
 
 def test_padding_index_starts_at_zero_and_gets_no_gradient():
@@ -74,7 +75,8 @@ def test_quantize_mask_keeps_the_embedding_state_in_float32():
 
   @nnx.jit
   def step(model, opt):
-    loss, grads = nnx.value_and_grad(lambda m: optax.softmax_cross_entropy_with_integer_labels(m(ids), ids).mean())(model)
+    xent = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(ids), ids).mean()  # noqa: E731
+    loss, grads = nnx.value_and_grad(xent)(model)
     opt.update(model, grads)
     return loss
 

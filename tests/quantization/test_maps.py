@@ -15,7 +15,7 @@ def published_map(signed, max_exponent_bits=7, total_bits=8):
   non_sign_bits = total_bits - 1
   data = []
   for i in range(max_exponent_bits):
-    n = 2 ** (i + non_sign_bits - max_exponent_bits) + 1 if signed else 2 ** (i + non_sign_bits - max_exponent_bits + 1) + 1
+    n = 2 ** (i + non_sign_bits - max_exponent_bits + (0 if signed else 1)) + 1
     bounds = np.linspace(0.1, 1.0, n)
     means = (bounds[:-1] + bounds[1:]) / 2.0
     scale = 10.0 ** (-(max_exponent_bits - 1) + i)
@@ -75,7 +75,9 @@ def test_values_within_two_ulps_of_bitsandbytes_float32_tables(signed):
   assert np.max(np.abs(ours - bnb) / np.maximum(np.abs(bnb), 1e-30)) < 1.5e-7
 
 
-@pytest.mark.parametrize("signed, per_decade", [(True, [1, 2, 4, 8, 16, 32, 64]), (False, [2, 4, 8, 16, 32, 64, 128])])
+@pytest.mark.parametrize(
+    "signed, per_decade", [(True, [1, 2, 4, 8, 16, 32, 64]), (False, [2, 4, 8, 16, 32, 64, 128])]
+)
 def test_codes_per_decade(signed, per_decade):
   m = maps.create_dynamic_map(signed=signed)
   pos = m[(m > 0) & (m < 1)]

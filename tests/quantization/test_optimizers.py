@@ -96,7 +96,8 @@ def test_adamw_8bit_with_bfloat16_params():
 def test_registered_and_converges_on_contract_problems(name):
   spec = registry.get(name)
   assert spec.family == "quantization"
-  assert {"block_size", "min_size", "stochastic_rounding", "seed", "quantize_mask", "mask"} <= set(spec.static_args)
+  structural = {"block_size", "min_size", "stochastic_rounding", "seed", "quantize_mask", "mask"}
+  assert structural <= set(spec.static_args)
   problems = {
       "parabola": (lambda p: jnp.sum((p - jnp.arange(5.0)) ** 2), jnp.zeros(5), 1e-2),
       "rosenbrock": (lambda p: (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2, jnp.array([-1.2, 1.0]), 0.1),

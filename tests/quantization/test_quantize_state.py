@@ -51,7 +51,8 @@ def test_quantize_mask_keeps_chosen_params_in_full_precision():
   tx = gradtx.quantize_state(optax.adam(1e-3), min_size=0, quantize_mask={"big": False, "edge": True,
                                                                           "under": True, "bias": False})
   assert quantized_paths(tx.init(PARAMS)) == {f"[0].{f}['{k}']" for f in ("mu", "nu") for k in ("edge", "under")}
-  tx = gradtx.quantize_state(optax.adam(1e-3), min_size=0, quantize_mask=lambda p: jax.tree.map(lambda x: x.ndim == 2, p))
+  matrices = lambda p: jax.tree.map(lambda x: x.ndim == 2, p)  # noqa: E731
+  tx = gradtx.quantize_state(optax.adam(1e-3), min_size=0, quantize_mask=matrices)
   assert quantized_paths(tx.init(PARAMS)) == {f"[0].{f}['big']" for f in ("mu", "nu")}
 
 
