@@ -32,16 +32,17 @@ Where gradtx differs from bitsandbytes:
 
 State and sharding: :class:`QuantizeStateState` holds the step ``count`` (for stochastic rounding), the PRNG
 ``key`` made from ``seed``, the inner state with each quantized leaf replaced by its uint8 ``codes`` (the
-leaf's shape, hence its sharding and, under Flax nnx, its variable metadata), and ``absmax``: a tree with the
-inner state's structure holding each quantized leaf's float32 per-block scales and ``None`` for the others
-(laid out and sharded as described in :mod:`gradtx.quantization.blockwise`). All are arrays, so orbax round
-trips them exactly, and ``optax.tree_map_params`` maps both the codes and the scales of a param-shaped field.
-The scales sit beside the codes rather than in a NamedTuple at the leaf so that wrappers which wrap every
-state leaf (nnx's ``Optimizer`` turns each into a variable) still find arrays there. Note that
-``optax.tree.get(state, "mu")`` then finds two ``mu``: the codes and the scales. ``init`` quantizes the inner
-state's initial values through the same function as ``update``, so the shardings after ``init``, ``jit(init)``
-and ``update`` agree. To place the state yourself, give ``jax.jit(tx.init, out_shardings=...)`` a tree built
-from ``jax.eval_shape(tx.init, params)``.
+leaf's shape, hence its sharding and, under Flax nnx, its variable and metadata), and ``absmax``: a tree with
+the inner state's structure holding each quantized leaf's float32 per-block scales and ``None`` for the others
+(laid out and sharded as described in :mod:`gradtx.quantization.blockwise`). The scales are stored bare,
+without the wrapper of their leaf (an nnx variable), so that metadata made for the param, such as sharding
+names, is never applied to an array of another shape; they sit beside the codes rather than in a NamedTuple at
+the leaf so that wrappers which wrap every state leaf (nnx's ``Optimizer``) still find arrays there. All are
+arrays, so orbax round trips them exactly, and ``optax.tree_map_params`` maps both the codes and the scales of
+a param-shaped field. ``optax.tree.get(state, "mu")`` finds two ``mu``: the codes and the scales. ``init``
+quantizes the inner state's initial values through the same function as ``update``, so the shardings after
+``init``, ``jit(init)`` and ``update`` agree. To place the state yourself, give ``jax.jit(tx.init,
+out_shardings=...)`` a tree built from ``jax.eval_shape(tx.init, params)``.
 """
 
 from __future__ import annotations
@@ -81,6 +82,17 @@ def _field_index(path: tuple[Any, ...], fields: tuple[str, ...]) -> int | None:
     if isinstance(entry, jax.tree_util.GetAttrKey) and entry.name in fields:
       return i
   return None
+
+
+def _is_unit(node: Any) -> bool:
+  """A state leaf, or a wrapper of at most one leaf (an nnx variable, optax.MaskedNode): one slot of state.
+
+  The scales of a quantized slot are stored bare, without the wrapper, so that metadata made for the param
+  (an nnx variable's sharding names) is never applied to an array of another shape.
+  """
+  if node is None or isinstance(node, (tuple, list, dict)):
+    return False
+  return len(jax.tree.leaves(node)) <= 1
 
 
 def _mask_allows(mask_entries: list[tuple[tuple[Any, ...], Any]], param_path: tuple[Any, ...]) -> bool:
@@ -167,23 +179,27 @@ def quantize_state(
     inner_state = inner.init(params)
     mask = quantize_mask(params) if callable(quantize_mask) else quantize_mask
     mask_entries = [] if mask is None else jax.tree_util.tree_flatten_with_path(mask)[0]
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(inner_state)
+    units, treedef = jax.tree_util.tree_flatten_with_path(inner_state, is_leaf=_is_unit)
     stored, absmax = [], []
-    for path, leaf in leaves:
+    for path, unit in units:
+      leaves = jax.tree.leaves(unit)
       i = _field_index(path, fields)
       chosen = (
-          i is not None
-          and jnp.issubdtype(leaf.dtype, jnp.floating)
-          and leaf.size >= min_size
+          bool(leaves)
+          and i is not None
+          and jnp.issubdtype(leaves[0].dtype, jnp.floating)
+          and leaves[0].size >= min_size
           and _mask_allows(mask_entries, path[i + 1 :])
       )
+      if not chosen:
+        stored.append(unit)
+        absmax.append(unit if not leaves else None)
+        continue
       # The barrier keeps XLA from constant-folding the quantization of init's zeros under jit, which takes
       # seconds per million elements at compile time.
-      q = None
-      if chosen:
-        q = blockwise.quantize_blockwise(jax.lax.optimization_barrier(leaf), code_for(path), block_size)
-      stored.append(leaf if q is None else q.codes)
-      absmax.append(None if q is None else q.absmax)
+      q = blockwise.quantize_blockwise(jax.lax.optimization_barrier(leaves[0]), code_for(path), block_size)
+      stored.append(jax.tree.map(lambda _, c=q.codes: c, unit))
+      absmax.append(q.absmax)
     return QuantizeStateState(
         count=jnp.zeros([], jnp.int32),
         key=jax.random.PRNGKey(seed),
@@ -193,34 +209,45 @@ def quantize_state(
 
   def update_fn(updates, state, params=None, **extra_args):
     with jax.named_scope("gradtx/quantize_state"):
-      leaves, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state)
+      units, treedef = jax.tree_util.tree_flatten_with_path(state.inner_state, is_leaf=_is_unit)
       try:
         scales = treedef.flatten_up_to(state.absmax)
       except (ValueError, TypeError) as e:
         raise ValueError(f"`state` does not come from this transformation's init: {e}") from None
+      quantized = [isinstance(a, jax.Array) for a in scales]
       full = [
-          leaf if a is None else blockwise.dequantize_blockwise(
-              blockwise.QuantizedArray(leaf, a), code_for(path), block_size
+          jax.tree.map(
+              lambda c, a=a, path=path: blockwise.dequantize_blockwise(
+                  blockwise.QuantizedArray(c, a), code_for(path), block_size
+              ),
+              unit,
           )
-          for (path, leaf), a in zip(leaves, scales)
+          if q
+          else unit
+          for (path, unit), a, q in zip(units, scales, quantized)
       ]
       new_updates, new_inner = inner.update(updates, treedef.unflatten(full), params, **extra_args)
       step_key = jax.random.fold_in(state.key, state.count)
       stored, absmax = [], []
-      new_leaves = treedef.flatten_up_to(new_inner)
-      for i, ((path, codes), a, new) in enumerate(zip(leaves, scales, new_leaves)):
-        if a is None:
+      for i, ((path, unit), a, q, new) in enumerate(
+          zip(units, scales, quantized, treedef.flatten_up_to(new_inner))
+      ):
+        if not q:
           stored.append(new)
-          absmax.append(None)
+          absmax.append(a)
           continue
         key = jax.random.fold_in(step_key, i) if stochastic_rounding else None
         # Blocks the inner update left as they were (MultiSteps between updates, apply_if_finite skipping
         # a step) keep their codes: requantizing is not idempotent.
-        q = blockwise.requantize_blockwise(
-            new, blockwise.QuantizedArray(codes, a), code_for(path), block_size, key=key
+        r = blockwise.requantize_blockwise(
+            jax.tree.leaves(new)[0],
+            blockwise.QuantizedArray(jax.tree.leaves(unit)[0], a),
+            code_for(path),
+            block_size,
+            key=key,
         )
-        stored.append(q.codes)
-        absmax.append(q.absmax)
+        stored.append(jax.tree.map(lambda _, c=r.codes: c, new))
+        absmax.append(r.absmax)
       new_updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
       return new_updates, QuantizeStateState(
           count=tree.safe_increment(state.count),

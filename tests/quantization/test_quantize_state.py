@@ -304,3 +304,37 @@ def test_tree_map_params_maps_codes_and_scales_of_param_fields():
   marked = optax.tree_map_params(tx, lambda v: "param", state, transform_non_params=lambda v: "other")
   assert marked[0].inner_state.mu["big"] == "param" and marked[0].absmax.mu["big"] == "param"
   assert marked[0].inner_state.count == "other" and marked[0].key == "other"
+
+
+def test_nnx_optimizer_with_sharding_annotations():
+  """Scales are stored bare: nnx must not apply a kernel's sharding names to its differently shaped absmax."""
+  nnx = pytest.importorskip("flax.nnx")
+  mesh = jax.make_mesh((8,), ("x",), axis_types=(AxisType.Explicit,))
+  init = nnx.with_partitioning(nnx.initializers.lecun_normal(), (None, "x"))
+
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.a = nnx.Linear(512, 64, kernel_init=init, use_bias=False, rngs=rngs)  # flat blocks: gathered
+      self.b = nnx.Linear(64, 4096, kernel_init=init, rngs=rngs)  # (64, 16) scales, sharded like the kernel
+
+    def __call__(self, x):
+      return self.b(jax.sharding.reshard(self.a(x), P()))
+
+  with jax.set_mesh(mesh):
+    model = Model(nnx.Rngs(0))
+    opt = nnx.Optimizer(model, gradtx.adamw_8bit(1e-3, min_size=0), wrt=nnx.Param)
+    x = jnp.ones((8, 512))
+
+    @nnx.jit
+    def step(model, opt):
+      loss, grads = nnx.value_and_grad(lambda m: jnp.mean(m(x) ** 2))(model)
+      opt.update(model, grads)
+      return loss
+
+    losses = [float(step(model, opt)) for _ in range(3)]
+  state = opt.opt_state[0]
+  assert losses[-1] < losses[0]
+  assert state.inner_state.mu["b"]["kernel"][...].sharding.spec == P(None, "x")
+  assert state.absmax.mu["b"]["kernel"][...].shape == (64, 16)
+  assert state.absmax.mu["b"]["kernel"][...].sharding.is_equivalent_to(NamedSharding(mesh, P(None, "x")), 2)
+  assert state.absmax.mu["a"]["kernel"][...].shape == (128,)
