@@ -95,6 +95,9 @@ def averaged_hvp(
   """:func:`hvp`, averaged across ``axis_name`` when given.
 
   With the batch split evenly across the axis, the mean of the per-replica products is the product with the
-  Hessian of the full-batch mean loss, so the result equals the single-device full-batch product.
+  Hessian of the full-batch mean loss, so the result equals the single-device full-batch product. Each replica
+  differentiates at :func:`~gradtx.core.reduce.as_varying` params, so ``shard_map``'s implicit sum of gradients
+  of replicated inputs does not add to the mean.
   """
+  params, tangents = reduce.as_varying((params, tangents), axis_name)
   return reduce.pmean(hvp(loss_fn, params, tangents), axis_name)

@@ -127,8 +127,10 @@ def scale_by_adahessian(
     if params is None:
       raise ValueError("`params` must be given to AdaHessian's update (the estimator differentiates at them).")
     with jax.named_scope("gradtx/adahessian"):
-      # float32 decays, so 1 - b is the same whether b is a Python float or an injected hyperparameter.
-      d1, d2 = jnp.asarray(b1, jnp.float32), jnp.asarray(b2, jnp.float32)
+      # Decays rounded to the moments' (at least float32) precision before 1 - b is formed, so a Python float and
+      # an injected float32 hyperparameter give the same moments.
+      wide = jnp.result_type(jnp.float32, *[x.dtype for x in jax.tree.leaves((state.mu, state.nu))])
+      d1, d2 = jnp.asarray(b1, wide), jnp.asarray(b2, wide)
 
       def refresh(nu, est_state, n):
         est, est_state = estimator.update(updates, est_state, params, **extra_args)
@@ -144,13 +146,14 @@ def scale_by_adahessian(
       )
       count = tree.safe_increment(state.count)
       mu = numerics.ema(state.mu, updates, d1)
-      bc1 = numerics.bias_correction(d1, count)
-      bc2 = numerics.bias_correction(d2, jnp.maximum(hessian_count, 1))
+      # In the decays' precision (numerics.bias_correction is float32), consistent with the EMAs above.
+      bc1 = 1.0 - d1 ** count.astype(wide)
+      bc2 = 1.0 - d2 ** jnp.maximum(hessian_count, 1).astype(wide)
 
       def one(m, s, g):
-        wide = jnp.promote_types(m.dtype, jnp.float32)
-        rms = jnp.sqrt(s.astype(wide)) / jnp.sqrt(bc2)
-        return (m.astype(wide) / bc1 / (jnp.power(rms, hessian_power) + eps)).astype(g.dtype)
+        w = jnp.promote_types(m.dtype, jnp.float32)
+        rms = jnp.sqrt(s.astype(w)) / jnp.sqrt(bc2).astype(w)
+        return (m.astype(w) / bc1.astype(w) / (jnp.power(rms, hessian_power) + eps)).astype(g.dtype)
 
       new_updates = jax.tree.map(one, mu, nu, updates)
       return new_updates, ScaleByAdaHessianState(

@@ -49,20 +49,21 @@ def _positions(n_local: int, axis_name: reduce.AxisName) -> tuple[jax.Array, Any
 def sampled_label_gradient(logits_fn: Any, params: Any, key: jax.Array, axis_name: reduce.AxisName):
   """ĝ, the gradient of the mean cross-entropy against labels sampled from the model; and B (global).
 
-  Returns ``(ĝ as float32 tree, B)``.
+  Returns ``(ĝ in float32 or wider, B)``.
   """
-  logits, pullback = jax.vjp(logits_fn, params)
+  logits, pullback = jax.vjp(logits_fn, reduce.as_varying(params, axis_name))
   n_classes = logits.shape[-1]
-  flat = jax.lax.stop_gradient(logits).reshape(-1, n_classes).astype(jnp.float32)
+  wide = jnp.promote_types(logits.dtype, jnp.float32)
+  flat = jax.lax.stop_gradient(logits).reshape(-1, n_classes).astype(wide)
   positions, n_global = _positions(flat.shape[0], axis_name)
   # Gumbel-max sampling (what jax.random.categorical does) with one key per position; the noise is made apart
   # from the logits so sharded logits (explicit meshes) need no vmap over mixed shardings.
   noise = jax.vmap(lambda i: jax.random.gumbel(jax.random.fold_in(key, i), (n_classes,), jnp.float32))(positions)
-  labels = jnp.argmax(flat + noise, axis=-1)
+  labels = jnp.argmax(flat + noise.astype(wide), axis=-1)
   # d mean_b CE(logits_b, y_b) / d logits = (softmax - onehot(y)) / B_local.
-  cotangent = (jax.nn.softmax(flat, axis=-1) - jax.nn.one_hot(labels, n_classes, dtype=jnp.float32)) / flat.shape[0]
+  cotangent = (jax.nn.softmax(flat, axis=-1) - jax.nn.one_hot(labels, n_classes, dtype=wide)) / flat.shape[0]
   (g,) = pullback(cotangent.reshape(logits.shape).astype(logits.dtype))
-  g = jax.tree.map(lambda x: x.astype(jnp.float32), g)
+  g = jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), g)
   return reduce.pmean(g, axis_name), n_global
 
 
@@ -133,7 +134,7 @@ def estimate_hessian_diag_gnb(
         # torch.nn.utils.clip_grad_norm_'s coefficient, as in the official script.
         g = jax.tree.map(lambda x: x * jnp.minimum(1.0, clip_norm / (norm + 1e-6)), g)
       b = jnp.asarray(n_global if batch_tokens is None else batch_tokens, jnp.float32)
-      est = jax.tree.map(lambda x, p: (b * x * x).astype(p.dtype), g, params)
+      est = jax.tree.map(lambda x, p: (b.astype(x.dtype) * x * x).astype(p.dtype), g, params)
       return est, GaussNewtonBartlettState(count=optax.safe_increment(state.count), key=state.key)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

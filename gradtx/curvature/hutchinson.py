@@ -83,14 +83,14 @@ def diag_estimate(
     spatial_average: SpatialAverage,
     axis_name: reduce.AxisName,
 ) -> Any:
-  """mean over probes of z ⊙ Hz (float32), then ``|·|`` and spatial averaging when asked."""
+  """mean over probes of z ⊙ Hz (float32 or wider), then ``|·|`` and spatial averaging when asked."""
 
   def one(i, acc):
     z = hvp_lib.probes(jax.random.fold_in(key, i), params, distribution)
     hz = hvp_lib.averaged_hvp(loss_fn, params, z, axis_name)
-    return jax.tree.map(lambda a, zz, h: a + zz.astype(jnp.float32) * h.astype(jnp.float32), acc, z, hz)
+    return jax.tree.map(lambda a, zz, h: a + zz.astype(a.dtype) * h.astype(a.dtype), acc, z, hz)
 
-  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+  zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), params)
   total = jax.lax.fori_loop(0, n_probes, one, zeros) if n_probes > 1 else one(0, zeros)
   est = jax.tree.map(lambda t: t / n_probes, total)
   if absolute:

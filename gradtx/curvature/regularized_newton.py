@@ -48,6 +48,11 @@ class ScaleByRegularizedNewtonState(NamedTuple):
   estimator_state: hutchinson.HutchinsonState
 
 
+def _norm(tree: Any) -> jax.Array:
+  """Global L2 norm in the leaves' own (float32 or wider) precision."""
+  return jnp.sqrt(sum(jnp.sum(x * x) for x in jax.tree.leaves(tree)))
+
+
 def scale_by_regularized_newton(
     gamma_init: float = 1.0,
     gamma_min: float = 1e-9,
@@ -123,20 +128,21 @@ def scale_by_regularized_newton(
     if params is None:
       raise ValueError("`params` must be given to the regularized Newton update (it evaluates trial points).")
     with jax.named_scope("gradtx/regularized_newton"):
+      wide = jnp.result_type(jnp.float32, *[x.dtype for x in jax.tree.leaves(updates)])
       h, est_state = estimator.update(updates, state.estimator_state, params, loss_fn=loss_fn)
-      h = jax.tree.map(lambda x: jnp.maximum(x.astype(jnp.float32), 0.0), h)
-      g = jax.tree.map(lambda x: x.astype(jnp.float32), updates)
-      g_norm = reduce.global_norm(g)
-      f0 = reduce.pmean(jnp.asarray(value, jnp.float32), axis_name)
+      h = jax.tree.map(lambda x: jnp.maximum(x.astype(wide), 0.0), h)
+      g = jax.tree.map(lambda x: x.astype(wide), updates)
+      g_norm = _norm(g)
+      f0 = reduce.pmean(jnp.asarray(value).astype(wide), axis_name)
 
       def trial(gamma):
-        lam = g_norm / (gamma + eps)
+        lam = g_norm / (gamma.astype(wide) + eps)
         d = jax.tree.map(lambda gi, hi: jnp.where(hi + lam > 0, gi / (hi + lam), 0.0), g, h)
         point = jax.tree.map(lambda p, di: (p - di.astype(p.dtype)).astype(p.dtype), params, d)
-        f1, g1 = jax.value_and_grad(loss_fn)(point)
-        f1 = reduce.pmean(f1.astype(jnp.float32), axis_name)
-        g1 = reduce.pmean(g1, axis_name)
-        ok = f0 - f1 >= reduce.global_norm(g1) ** 2 / (8.0 * lam)
+        f1, g1 = jax.value_and_grad(loss_fn)(reduce.as_varying(point, axis_name))
+        f1 = reduce.pmean(f1.astype(wide), axis_name)
+        g1 = reduce.pmean(jax.tree.map(lambda x: x.astype(wide), g1), axis_name)
+        ok = f0 - f1 >= _norm(g1) ** 2 / (8.0 * lam)
         return d, ok
 
       def body(carry):

@@ -149,8 +149,10 @@ def scale_by_sophia(
     if params is None:
       raise ValueError("`params` must be given to Sophia's update (the estimator differentiates at them).")
     with jax.named_scope("gradtx/sophia"):
-      # float32 decays, so 1 - b is the same whether b is a Python float or an injected hyperparameter.
-      d1, d2 = jnp.asarray(b1, jnp.float32), jnp.asarray(b2, jnp.float32)
+      # Decays rounded to the moments' (at least float32) precision before 1 - b is formed, so a Python float and
+      # an injected float32 hyperparameter give the same moments.
+      wide = jnp.result_type(jnp.float32, *[x.dtype for x in jax.tree.leaves((state.mu, state.nu))])
+      d1, d2 = jnp.asarray(b1, wide), jnp.asarray(b2, wide)
 
       def refresh(nu, est_state):
         est, est_state = estimator.update(updates, est_state, params, **extra_args)
