@@ -128,7 +128,9 @@ def scale_by_mfac(
       rows = jax.tree.map(_row, buffers, g)
 
       def apply(buffer, x, c, u):
-        return ((x - jnp.tensordot(c.astype(buffer.dtype), buffer, axes=1)) / damping).astype(u.dtype)
+        # HIGHEST: no TF32 on GPUs (the official code disables it too; the result cancels digits).
+        back = jnp.tensordot(c.astype(buffer.dtype), buffer, axes=1, precision=jax.lax.Precision.HIGHEST)
+        return ((x - back) / damping).astype(u.dtype)
 
       if blocks == "model":
         r = sum(jax.tree.leaves(rows), jnp.zeros((num_grads,), state.dots.dtype)).astype(state.dots.dtype)

@@ -108,7 +108,8 @@ def scale_by_tract(
       wide = jnp.promote_types(x.dtype, jnp.float32)
       x = x.astype(wide)
       b = reduce.psum(jnp.asarray(x.shape[0], wide), axis_name)
-      second = reduce.psum(x.T @ x, axis_name) / b + damping * jnp.eye(n, dtype=wide)
+      gram = jnp.matmul(x.T, x, precision=jax.lax.Precision.HIGHEST)
+      second = reduce.psum(gram, axis_name) / b + damping * jnp.eye(n, dtype=wide)
       factor = jax.scipy.linalg.cho_factor(second, lower=True)
 
       def one(g, selected):
