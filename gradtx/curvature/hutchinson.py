@@ -11,7 +11,8 @@ kernels: mean of |Hv| over the kernel window) and ``instruction/adahessian.py`` 
 
 Where gradtx differs from peers:
   * optax 0.2.8 ``contrib.hutchinson_estimator_diag_hessian``: one Rademacher probe cast to the lowest dtype of
-    the tree (fails on mixed f32/bf16 trees), a default key made at import time, no averaging across devices.
+    the tree (fails on mixed f32/bf16 trees), ``PRNGKey(0)`` unless a key is given (``contrib.sophia``'s default
+    estimator is built at import), no averaging across devices.
     gradtx draws each leaf's probe in its own dtype from a key made from ``seed`` (folded with the estimate
     count), and averages ``Hz`` across ``axis_name``.
   * The official AdaHessian multi-GPU code all-reduces a temporary (``dist.all_reduce(output1 / n)``), so the

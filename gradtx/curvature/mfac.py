@@ -33,18 +33,19 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import tree, validation
+from gradtx.core import alias, numerics, tree, validation
 
 Blocks = Literal["model", "leaf"]
 
 
 class ScaleByMFACState(NamedTuple):
-  """State of :func:`scale_by_mfac`: steps, the gradient ring buffer (row ``count % m`` is the next to go) and its
-  Gram matrix ``GGᵀ`` (one for the model, or a tree of one per leaf)."""
+  """State of :func:`scale_by_mfac`: steps, the gradient ring buffer (row ``count % m`` is the next to go), its
+  Gram matrix ``GGᵀ`` (one for the model, or a tree of one per leaf) and the momentum ``mu`` of the output."""
 
   count: jax.Array
   grads: optax.Updates
   dots: Any
+  mu: optax.Updates
 
 
 def _buffer_dtype(dtype: Any, buffer_dtype: Any) -> Any:
@@ -68,6 +69,7 @@ def _solve(dots: jax.Array, r: jax.Array, last: jax.Array, num_grads: int, dampi
 def scale_by_mfac(
     num_grads: int = 1024,
     damping: float = 1e-5,
+    momentum: float = 0.0,
     *,
     blocks: Blocks = "model",
     buffer_dtype: Any = None,
@@ -78,11 +80,13 @@ def scale_by_mfac(
 
     G_t = [g_{t-m+1}, \dots, g_t]^\top \ (\text{zeros before step } m), \qquad
     u_t = \left(\delta I + \tfrac{1}{m} G_t^\top G_t\right)^{-1} g_t
-        = \frac{1}{\delta}\left(g_t - G_t^\top (G_t G_t^\top + m\delta I)^{-1} G_t g_t\right)
+        = \frac{1}{\delta}\left(g_t - G_t^\top (G_t G_t^\top + m\delta I)^{-1} G_t g_t\right),
+    \qquad v_t = \mu v_{t-1} + (1-\mu) u_t
 
   Args:
     num_grads: m, the window length (official default 1024).
     damping: δ > 0 (official ``damp``, default 1e-5).
+    momentum: μ in [0, 1), the official EMA of the output (0: ``v_t = u_t``).
     blocks: ``'model'`` (one Fisher over all leaves, official) or ``'leaf'`` (one per leaf).
     buffer_dtype: dtype of the window; ``None`` is float32, or float64 for f64 params.
 
@@ -102,6 +106,7 @@ def scale_by_mfac(
   """
   validation.check_int("num_grads", num_grads, low=1)
   validation.check_positive("damping", damping)
+  validation.check_beta("momentum", momentum)
   validation.check_choice("blocks", blocks, ("model", "leaf"))
   buffer_dtype = tree.canonical_dtype(buffer_dtype)
 
@@ -117,7 +122,7 @@ def scale_by_mfac(
       dots = jnp.zeros((num_grads, num_grads), dtype)
     else:
       dots = jax.tree.map(lambda p: jnp.zeros((num_grads, num_grads), _buffer_dtype(p.dtype, buffer_dtype)), params)
-    return ScaleByMFACState(count=jnp.zeros([], jnp.int32), grads=grads, dots=dots)
+    return ScaleByMFACState(count=jnp.zeros([], jnp.int32), grads=grads, dots=dots, mu=tree.zeros_like(params))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -141,7 +146,13 @@ def scale_by_mfac(
         dots = jax.tree.map(lambda d, s: s[0], state.dots, solved)
         cs = jax.tree.map(lambda d, s: s[1], state.dots, solved)
         new_updates = jax.tree.map(apply, buffers, g, cs, updates)
-      return new_updates, ScaleByMFACState(count=tree.safe_increment(state.count), grads=buffers, dots=dots)
+      decay = jnp.asarray(momentum, jnp.float32)
+      # Without momentum the output is u itself (so a past non-finite step does not linger in mu as 0 · NaN).
+      mu = jax.tree.map(
+          lambda m, u: jnp.where(decay > 0, m, u.astype(m.dtype)), numerics.ema(state.mu, new_updates, decay), new_updates
+      )
+      out = jax.tree.map(lambda m, u: m.astype(u.dtype), mu, updates)
+      return out, ScaleByMFACState(count=tree.safe_increment(state.count), grads=buffers, dots=dots, mu=mu)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -165,7 +176,7 @@ def mfac(
     v_t = \mu v_{t-1} + (1-\mu) u_t, \quad \theta_t = \theta_{t-1} - \eta_t v_t
 
   The weight decay is L2-style (added to the gradient *before* the window, as ``MFAC.step`` does), not
-  decoupled; the momentum is the official EMA form (``optax.ema`` without debiasing).
+  decoupled (:func:`gradtx.core.alias.coupled`); the momentum is the official EMA form, no debiasing.
 
   Args:
     learning_rate: η, a float or an optax schedule (official default 1e-3).
@@ -198,15 +209,8 @@ def mfac(
   References:
     Frantar et al., `M-FAC <https://arxiv.org/abs/2107.03356>`_, 2021.
   """
-  validation.check_schedule("learning_rate", learning_rate)
-  validation.check_schedule("weight_decay", weight_decay)
-  validation.check_beta("momentum", momentum)
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
-      scale_by_mfac(num_grads, damping, blocks=blocks, buffer_dtype=buffer_dtype),
-      optax.ema(momentum, debias=False),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+  direction = scale_by_mfac(num_grads, damping, momentum, blocks=blocks, buffer_dtype=buffer_dtype)
+  return alias.coupled(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(
@@ -218,7 +222,7 @@ registry.register(
         paper="Frantar et al., M-FAC: Efficient Matrix-Free Approximations of Second-Order Information, 2021, arXiv:2107.03356",
         reference="IST-DASLab/M-FAC@8116367 optim.py (NumPy transcription of HInvFastUpMulti)",
         static_args=("num_grads", "blocks", "buffer_dtype", "mask"),
-        state_per_param="m (gradient window) + m²/d",
+        state_per_param="m + 1 (gradient window, momentum) + m²/d",
         elementwise=False,
     )
 )
