@@ -9,6 +9,28 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# curvature
+from gradtx.core.hvp import fill_masked_leaves as fill_masked_leaves
+from gradtx.curvature import GaussNewtonBartlettState as GaussNewtonBartlettState
+from gradtx.curvature import HutchinsonState as HutchinsonState
+from gradtx.curvature import ScaleByAdaHessianState as ScaleByAdaHessianState
+from gradtx.curvature import ScaleByMFACState as ScaleByMFACState
+from gradtx.curvature import ScaleByRegularizedNewtonState as ScaleByRegularizedNewtonState
+from gradtx.curvature import ScaleBySophiaState as ScaleBySophiaState
+from gradtx.curvature import adahessian as adahessian
+from gradtx.curvature import conv_patches as conv_patches
+from gradtx.curvature import estimate_hessian_diag_gnb as estimate_hessian_diag_gnb
+from gradtx.curvature import estimate_hessian_diag_hutchinson as estimate_hessian_diag_hutchinson
+from gradtx.curvature import mfac as mfac
+from gradtx.curvature import regularized_newton as regularized_newton
+from gradtx.curvature import scale_by_adahessian as scale_by_adahessian
+from gradtx.curvature import scale_by_mfac as scale_by_mfac
+from gradtx.curvature import scale_by_regularized_newton as scale_by_regularized_newton
+from gradtx.curvature import scale_by_sophia as scale_by_sophia
+from gradtx.curvature import scale_by_tract as scale_by_tract
+from gradtx.curvature import sophia_g as sophia_g
+from gradtx.curvature import sophia_h as sophia_h
+
 # geometry
 from gradtx.geometry import ProjectRadialState as ProjectRadialState
 from gradtx.geometry import ScaleByLarsTrustRatioState as ScaleByLarsTrustRatioState
@@ -113,6 +135,7 @@ __all__ = [
     "adadagrad",
     "adadagrad_norm",
     "adagrad_norm",
+    "adahessian",
     "adam_coordinate_clipped",
     "adamp",
     "adamw_8bit",
@@ -127,12 +150,18 @@ __all__ = [
     "ClipByAdaptiveMaxState",
     "ClipByCoordinateState",
     "ClipSpikesState",
+    "conv_patches",
     "coordinate_norm_test",
     "create_dynamic_map",
     "dequantize_blockwise",
     "diffgrad",
+    "estimate_hessian_diag_gnb",
+    "estimate_hessian_diag_hutchinson",
     "exadam",
     "exclude_bias_and_norm",
+    "fill_masked_leaves",
+    "GaussNewtonBartlettState",
+    "HutchinsonState",
     "inner_product_test",
     "lamb",
     "lars",
@@ -142,6 +171,7 @@ __all__ = [
     "lion_8bit",
     "memory_report",
     "MemoryReport",
+    "mfac",
     "next_batch_size",
     "norm_test",
     "normalize_by_norm_ema",
@@ -161,11 +191,13 @@ __all__ = [
     "refined_schedule",
     "refined_schedule_values",
     "registry",
+    "regularized_newton",
     "rescale_learning_rate",
     "reset_state_every",
     "ResetStateEveryState",
     "scale_by_adagrad",
     "scale_by_adagrad_norm",
+    "scale_by_adahessian",
     "scale_by_adam_coordinate_clipped",
     "scale_by_adamp",
     "scale_by_agvm",
@@ -175,11 +207,16 @@ __all__ = [
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",
+    "scale_by_mfac",
+    "scale_by_regularized_newton",
     "scale_by_sgdp",
+    "scale_by_sophia",
     "scale_by_spam",
     "scale_by_stable_spam",
+    "scale_by_tract",
     "ScaleByAdagradNormState",
     "ScaleByAdagradState",
+    "ScaleByAdaHessianState",
     "ScaleByAdamCoordinateClippedState",
     "ScaleByAGVMState",
     "ScaleByBeliefState",
@@ -187,10 +224,15 @@ __all__ = [
     "ScaleByExAdamState",
     "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
+    "ScaleByMFACState",
+    "ScaleByRegularizedNewtonState",
+    "ScaleBySophiaState",
     "ScaleByStableSpamAdamState",
     "sgdp",
     "signum",
     "smooth_grad_norms",
+    "sophia_g",
+    "sophia_h",
     "spam",
     "stable_spam",
     "state_nbytes",
