@@ -9,6 +9,18 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# low-rank projection
+from gradtx.core.matrix import MatrixDims as MatrixDims
+from gradtx import lowrank as lowrank
+from gradtx.lowrank import ProjectLowRankState as ProjectLowRankState
+from gradtx.lowrank import apollo as apollo
+from gradtx.lowrank import apollo_mini as apollo_mini
+from gradtx.lowrank import galore as galore
+from gradtx.lowrank import galore_dct as galore_dct
+from gradtx.lowrank import project_low_rank as project_low_rank
+from gradtx.lowrank import q_galore as q_galore
+from gradtx.lowrank import scale_by_apollo as scale_by_apollo
+
 # moment scaling
 from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
 from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
@@ -29,17 +41,27 @@ from gradtx.sign_momentum import signum as signum
 __version__ = "0.1.0"
 
 __all__ = [
+    "MatrixDims",
     "OPTIMIZERS",
     "OptimizerSpec",
+    "ProjectLowRankState",
     "ScaleByBeliefState",
     "ScaleByDiffGradState",
     "ScaleByExAdamState",
     "ScaleByLionState",
     "adabelief",
+    "apollo",
+    "apollo_mini",
     "diffgrad",
     "exadam",
+    "galore",
+    "galore_dct",
     "lion",
+    "lowrank",
+    "project_low_rank",
+    "q_galore",
     "registry",
+    "scale_by_apollo",
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
