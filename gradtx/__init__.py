@@ -15,11 +15,13 @@ from gradtx import lowrank as lowrank
 from gradtx.lowrank import ProjectLowRankState as ProjectLowRankState
 from gradtx.lowrank import apollo as apollo
 from gradtx.lowrank import apollo_mini as apollo_mini
+from gradtx.lowrank import frugal as frugal
 from gradtx.lowrank import galore as galore
 from gradtx.lowrank import galore_dct as galore_dct
 from gradtx.lowrank import project_low_rank as project_low_rank
 from gradtx.lowrank import q_galore as q_galore
 from gradtx.lowrank import scale_by_apollo as scale_by_apollo
+from gradtx.lowrank import scale_by_frugal as scale_by_frugal
 
 # moment scaling
 from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
@@ -54,6 +56,7 @@ __all__ = [
     "apollo_mini",
     "diffgrad",
     "exadam",
+    "frugal",
     "galore",
     "galore_dct",
     "lion",
@@ -65,6 +68,7 @@ __all__ = [
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
+    "scale_by_frugal",
     "scale_by_lion",
     "signum",
 ]

@@ -4,10 +4,14 @@ from gradtx.lowrank.adam import scale_by_adam_hf as scale_by_adam_hf
 from gradtx.lowrank.apollo import apollo as apollo
 from gradtx.lowrank.apollo import apollo_mini as apollo_mini
 from gradtx.lowrank.apollo import scale_by_apollo as scale_by_apollo
+from gradtx.lowrank.coordinate import CoordinateProjector as CoordinateProjector
+from gradtx.lowrank.coordinate import CoordinateState as CoordinateState
 from gradtx.lowrank.dct import DCTProjector as DCTProjector
 from gradtx.lowrank.dct import DCTState as DCTState
 from gradtx.lowrank.engine import LowRankLeafState as LowRankLeafState
 from gradtx.lowrank.engine import ProjectLowRankState as ProjectLowRankState
+from gradtx.lowrank.frugal import frugal as frugal
+from gradtx.lowrank.frugal import scale_by_frugal as scale_by_frugal
 from gradtx.lowrank.galore import galore as galore
 from gradtx.lowrank.galore import galore_dct as galore_dct
 from gradtx.lowrank.galore import q_galore as q_galore

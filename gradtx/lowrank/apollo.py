@@ -18,10 +18,13 @@ Deviations:
     random matrices differ from PyTorch's but have the same distribution.
   * Weight decay: see :mod:`gradtx.lowrank.galore` (official: decay after the step, second-order difference).
 
-pytorch-optimizer 4.1.0 ``APOLLO`` deviates from the official code (checked in its source): it scales the
-*projected* ``R`` and projects the result back (a rank-r update instead of the full-rank ``G ⊙ s``), its
-``project_back`` multiplies by ``scale`` again after the code multiplied by ``sqrt(scale)`` (a total factor
-``scale^1.5``), and its random projection is unseeded. gradtx follows the official code.
+pytorch-optimizer 4.1.0 ``APOLLO`` deviates from the official code (checked in ``optimizer/apollo.py``): it
+scales the *projected* ``R`` and projects the result back with the Gaussian (a rank-r update instead of the
+full-rank ``G ⊙ s``); its ``project_back`` multiplies by ``scale`` again after the code multiplied by
+``sqrt(scale)`` (a total factor ``scale^1.5``); the channel axis is chosen from the low-rank matrix's shape
+rather than the gradient's; decoupled decay uses the bias-corrected step size; its default ``scale_type`` is
+``'tensor'``; and its random projection is drawn from the global, unseeded generator. gradtx follows the
+official code.
 """
 
 from __future__ import annotations

@@ -167,3 +167,54 @@ def apollo(w0, grads, projections, *, lr, scale=1.0, scale_type="channel", b1=0.
     w = w - lr * wd * w
     out.append(w.copy())
   return out
+
+
+def frugal(w0, grads, *, rho, gap, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, reset=True, rule="sign_sgd",
+           inactive_scale=1.0, proj_scale=1.0, columns=None):
+  """FRUGAL supplementary code: GaloreAdamW ('svd', 'std') or CoordAdamW ('columns', indices given per refresh)."""
+  w, p, m, v, step, t_global = w0.copy(), None, None, None, 0, 0
+  out = [w.copy()]
+  for g in grads:
+    if p is None or step % gap == 0:  # _update_states_if_necessary, before the step
+      if columns is None:
+        side = std_side(g)
+        k = round((g.shape[1] if side == "right" else g.shape[0]) * rho)
+        p = (side, svd_projector(g, k, side))
+      else:
+        p = ("columns", columns[t_global])
+      down = _down(g, p)
+      if m is None or reset:
+        m, v, step = np.zeros_like(down), np.zeros_like(down), 0
+    w = w * (1 - lr * wd)
+    step += 1
+    down = _down(g, p)
+    m = b1 * m + (1 - b1) * down
+    v = b2 * v + (1 - b2) * down * down
+    active_lr = lr * proj_scale
+    denom = np.sqrt(v) / math.sqrt(1 - b2**step) + eps
+    update = _up(-(active_lr / (1 - b1**step)) * m / denom, p, g.shape)
+    inactive = g - _up(down, p, g.shape)
+    if rule == "sign_sgd":
+      update = update - active_lr * inactive_scale * np.sign(inactive)
+    elif rule == "sgd":
+      update = update - active_lr * inactive_scale * inactive
+    w = w + update
+    out.append(w.copy())
+    t_global += 1
+  return out
+
+
+def _down(g, p):
+  kind, q = p
+  if kind == "columns":
+    return g[:, q]
+  return project(g, q, kind)
+
+
+def _up(x, p, shape):
+  kind, q = p
+  if kind == "columns":
+    full = np.zeros(shape)
+    full[:, q] = x
+    return full
+  return x @ q if kind == "right" else q @ x
