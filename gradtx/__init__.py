@@ -18,6 +18,7 @@ from gradtx.lowrank import apollo_mini as apollo_mini
 from gradtx.lowrank import frugal as frugal
 from gradtx.lowrank import galore as galore
 from gradtx.lowrank import galore_dct as galore_dct
+from gradtx.lowrank import owlore as owlore
 from gradtx.lowrank import project_low_rank as project_low_rank
 from gradtx.lowrank import q_galore as q_galore
 from gradtx.lowrank import scale_by_apollo as scale_by_apollo
@@ -61,6 +62,7 @@ __all__ = [
     "galore_dct",
     "lion",
     "lowrank",
+    "owlore",
     "project_low_rank",
     "q_galore",
     "registry",

@@ -15,6 +15,10 @@ from gradtx.lowrank.frugal import scale_by_frugal as scale_by_frugal
 from gradtx.lowrank.galore import galore as galore
 from gradtx.lowrank.galore import galore_dct as galore_dct
 from gradtx.lowrank.galore import q_galore as q_galore
+from gradtx.lowrank.layers import SampleLayersState as SampleLayersState
+from gradtx.lowrank.layers import sample_layers as sample_layers
+from gradtx.lowrank.owlore import outlier_ratios as outlier_ratios
+from gradtx.lowrank.owlore import owlore as owlore
 from gradtx.lowrank.project import make_projector as make_projector
 from gradtx.lowrank.project import project_low_rank as project_low_rank
 from gradtx.lowrank.project import quantized as quantized

@@ -47,16 +47,26 @@ class CoordinateProjector(Projector):
 
   def project(self, g, state, geo, key):
     del key
-    rows = g if geo.left else jnp.swapaxes(g, -1, -2)  # batch + (d, kept)
+    rows = _unshard_matrix(g if geo.left else jnp.swapaxes(g, -1, -2))  # batch + (d, kept)
     picked = _batched(lambda x, i: x[i], len(geo.batch))(rows, state.indices)
     return picked if geo.left else jnp.swapaxes(picked, -1, -2)
 
   def back(self, n, state, geo, key):
     del key
-    rows = n if geo.left else jnp.swapaxes(n, -1, -2)  # batch + (r, kept)
+    rows = _unshard_matrix(n if geo.left else jnp.swapaxes(n, -1, -2))  # batch + (r, kept)
     put = lambda x, i: jnp.zeros((geo.d, x.shape[-1]), x.dtype).at[i].set(x)
     full = _batched(put, len(geo.batch))(rows, state.indices)
     return full if geo.left else jnp.swapaxes(full, -1, -2)
+
+
+def _unshard_matrix(x):
+  """``x`` with its two matrix axes unsharded on an Explicit mesh (indexing along a sharded axis is
+  ambiguous there); batch axes keep their sharding."""
+  spec = layout.spec_of(x)
+  if spec is None:
+    return x
+  entries = tuple(spec) + (None,) * (x.ndim - len(tuple(spec)))
+  return layout.constrain(x, x, entries[:-2] + (None, None))
 
 
 def _batched(fn, depth):
