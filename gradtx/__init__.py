@@ -18,6 +18,7 @@ from gradtx.lowrank import apollo_mini as apollo_mini
 from gradtx.lowrank import frugal as frugal
 from gradtx.lowrank import galore as galore
 from gradtx.lowrank import galore_dct as galore_dct
+from gradtx.lowrank import gradnorm_lorp as gradnorm_lorp
 from gradtx.lowrank import owlore as owlore
 from gradtx.lowrank import project_low_rank as project_low_rank
 from gradtx.lowrank import q_galore as q_galore
@@ -60,6 +61,7 @@ __all__ = [
     "frugal",
     "galore",
     "galore_dct",
+    "gradnorm_lorp",
     "lion",
     "lowrank",
     "owlore",

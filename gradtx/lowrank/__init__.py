@@ -15,6 +15,8 @@ from gradtx.lowrank.frugal import scale_by_frugal as scale_by_frugal
 from gradtx.lowrank.galore import galore as galore
 from gradtx.lowrank.galore import galore_dct as galore_dct
 from gradtx.lowrank.galore import q_galore as q_galore
+from gradtx.lowrank.gradnorm_lorp import GradNormLoRPState as GradNormLoRPState
+from gradtx.lowrank.gradnorm_lorp import gradnorm_lorp as gradnorm_lorp
 from gradtx.lowrank.layers import SampleLayersState as SampleLayersState
 from gradtx.lowrank.layers import sample_layers as sample_layers
 from gradtx.lowrank.owlore import outlier_ratios as outlier_ratios

@@ -59,8 +59,8 @@ def scale_by_adam_hf(
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_nonnegative("eps", eps)
-  validation.check_choice("correct_bias", correct_bias, (True, False))
-  validation.check_choice("eps_corrected", eps_corrected, (True, False))
+  validation.check_bool("correct_bias", correct_bias)
+  validation.check_bool("eps_corrected", eps_corrected)
 
   def init_fn(params):
     return optax.ScaleByAdamState(

@@ -144,7 +144,7 @@ def scale_by_apollo(
   check_common(update_every=update_every, side=side, on_switch="carry", seed=seed, stagger=False,
                adaptive_refresh=None)
   validation.check_choice("scale_type", scale_type, ("channel", "tensor"))
-  validation.check_choice("scale_front", scale_front, (True, False))
+  validation.check_bool("scale_front", scale_front)
   validation.check_nonnegative("scale", scale)
   if norm_growth_limit is not None:
     validation.check_range("norm_growth_limit", norm_growth_limit, low=1.0)

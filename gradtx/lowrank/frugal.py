@@ -116,7 +116,7 @@ def scale_by_frugal(
   validation.check_range("rho", rho, low=0.0, high=1.0)
   validation.check_choice("subspace", subspace, ("svd", "random", "columns"))
   validation.check_choice("state_free", state_free, ("sign", "sgd", "none"))
-  validation.check_choice("reset", reset, (True, False))
+  validation.check_bool("reset", reset)
   validation.check_nonnegative("state_free_scale", state_free_scale)
   validation.check_nonnegative("projected_scale", projected_scale)
   check_transformation("state_full", state_full, allow_none=True)

@@ -61,7 +61,7 @@ def check_common(*, update_every, side, on_switch, seed, stagger, adaptive_refre
   validation.check_choice("side", side, SIDES)
   validation.check_choice("on_switch", on_switch, ("carry", "reset", "rotate"))
   validation.check_int("seed", seed)
-  validation.check_choice("stagger", stagger, (True, False))
+  validation.check_bool("stagger", stagger)
   if adaptive_refresh is not None and not isinstance(adaptive_refresh, AdaptiveRefresh):
     raise ValueError(f"`adaptive_refresh` must be an AdaptiveRefresh or None, got {adaptive_refresh!r}.")
 

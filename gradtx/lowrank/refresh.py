@@ -64,6 +64,8 @@ class AdaptiveRefresh:
   def __post_init__(self):
     if not isinstance(self.queue_size, int) or isinstance(self.queue_size, bool) or self.queue_size < 1:
       raise ValueError(f"`queue_size` must be an int >= 1, got {self.queue_size!r}.")
+    if not isinstance(self.absolute, bool):
+      raise ValueError(f"`absolute` must be True or False, got {self.absolute!r}.")
     if not self.growth >= 1.0:
       raise ValueError(f"`growth` must be >= 1, got {self.growth!r}.")
     if not -1.0 <= self.threshold <= 1.0:

@@ -218,3 +218,32 @@ def _up(x, p, shape):
     full[:, q] = x
     return full
   return x @ q if kind == "right" else q @ x
+
+
+def gradnorm_lorp(w0, grads, *, rank, gap, scale, lr, b1=0.9, b2=0.999, eps=1e-6, wd=0.0):
+  """GradNormLoRP/LowRankWeightNormAdamW.py for a 2-D weight (norm_dim = 1) with a GaLore 'std' projector."""
+  v, p, step = w0.copy(), None, 0
+  mv = vv = None
+  mg, vg = np.zeros((w0.shape[0], 1)), np.zeros((w0.shape[0], 1))
+  out = [w0.copy()]
+  for grad in grads:
+    norm_v = np.linalg.norm(v, axis=1, keepdims=True)
+    g = norm_v
+    grad_v = grad * g / norm_v
+    grad_g = np.sum(grad * (v / norm_v), axis=1, keepdims=True)
+    side = std_side(grad_v)
+    if p is None or step % gap == 0:
+      p = svd_projector(grad_v, rank, side)
+    r = project(grad_v, p, side)
+    if mv is None:
+      mv, vv = np.zeros_like(r), np.zeros_like(r)
+    step += 1
+    mv, vv = b1 * mv + (1 - b1) * r, b2 * vv + (1 - b2) * r * r
+    mg, vg = b1 * mg + (1 - b1) * grad_g, b2 * vg + (1 - b2) * grad_g * grad_g
+    step_size = lr * math.sqrt(1 - b2**step) / (1 - b1**step)
+    v = v - step_size * project_back_std(mv / (np.sqrt(vv) + eps), p) * scale
+    g = g - step_size * mg / (np.sqrt(vg) + eps)
+    if wd:
+      v, g = v - lr * wd * v, g - lr * wd * g
+    out.append(g * v / np.linalg.norm(v, axis=1, keepdims=True))
+  return out
