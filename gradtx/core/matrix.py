@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
+from gradtx.core import layout
+
 Axes = int | Sequence[int]
 
 
@@ -100,14 +102,34 @@ class MatrixView:
     return self.batch_shape + (self.rows, self.cols)
 
   def to_matrix(self, x: jax.Array) -> jax.Array:
-    """``x`` (of ``shape``) as a batch of matrices ``batch_shape + (rows, cols)``."""
-    return jnp.reshape(jnp.transpose(x, self.perm), self.matrix_shape)
+    """``x`` (of ``shape``) as a batch of matrices ``batch_shape + (rows, cols)``.
+
+    On an Explicit mesh a merged group keeps only its major axis's sharding (the others are gathered first),
+    which is the layout :meth:`matrix_spec` describes.
+    """
+    y = jnp.transpose(x, self.perm)
+    spec = layout.spec_of(x)
+    if spec is None:
+      return jnp.reshape(y, self.matrix_shape)
+    target = self.matrix_spec(spec)
+    y = layout.constrain(y, y, self._split_spec(target))
+    return jnp.reshape(y, self.matrix_shape, out_sharding=PartitionSpec(*target))
 
   def from_matrix(self, m: jax.Array) -> jax.Array:
     """Inverse of :meth:`to_matrix`."""
     permuted = tuple(self.shape[a] for a in self.perm)
     inverse = tuple(sorted(range(len(self.perm)), key=lambda i: self.perm[i]))
-    return jnp.transpose(jnp.reshape(m, permuted), inverse)
+    spec = layout.spec_of(m)
+    if spec is None:
+      return jnp.transpose(jnp.reshape(m, permuted), inverse)
+    entries = tuple(spec) + (None,) * (m.ndim - len(tuple(spec)))
+    return jnp.transpose(jnp.reshape(m, permuted, out_sharding=PartitionSpec(*self._split_spec(entries))), inverse)
+
+  def _split_spec(self, entries: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Matrix-view entries spread over the permuted leaf axes: each group's entry on its major axis."""
+    batch, rows, cols = entries[:-2], entries[-2], entries[-1]
+    spread = lambda e, n: (e,) + (None,) * (n - 1)
+    return tuple(batch) + spread(rows, len(self.reduction_axes)) + spread(cols, len(self.output_axes))
 
   def matrix_spec(self, spec: PartitionSpec | None) -> tuple[Any, ...]:
     """The entries of a leaf's ``PartitionSpec`` carried over to its matrix view ``batch + (rows, cols)``.

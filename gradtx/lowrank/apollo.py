@@ -33,7 +33,6 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
 
-import jax
 import jax.numpy as jnp
 import optax
 

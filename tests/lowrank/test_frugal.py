@@ -1,6 +1,5 @@
 """FRUGAL against a NumPy transcription of the authors' supplementary code."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

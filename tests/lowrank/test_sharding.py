@@ -132,3 +132,21 @@ def test_axis_name_makes_projectors_agree_and_equal_the_full_batch_choice(projec
     for r in range(8):
       np.testing.assert_array_equal(got[r], got[0])  # every replica holds the same projector
     np.testing.assert_allclose(got[0], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", [P(None, "x", None), P("x", None, None), P(None, None, "x")])
+def test_attention_kernels_sharded_on_any_axis(spec):
+  """(d, heads, head_dim) kernels viewed as (d, heads*head_dim): a merged group keeps its major axis's
+  sharding; a sharded minor axis is gathered before the reshape."""
+  mesh = _mesh()
+  tx = gradtx.galore(learning_rate=0.1, rank=2, update_every=2, dimension_numbers=MatrixDims(0, (1, 2)))
+  kernel = jnp.asarray(np.random.default_rng(3).normal(size=(16, 8, 8)), jnp.float32)
+  reference = jax.jit(tx.update)({"q": kernel}, tx.init({"q": kernel}), {"q": kernel})[0]["q"]
+  with jax.set_mesh(mesh):
+    params = {"q": jax.device_put(kernel, NamedSharding(mesh, spec))}
+    state = jax.jit(tx.init)(params)
+    updates, new = jax.jit(tx.update)(params, state, params)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(new)):
+      assert a.sharding.is_equivalent_to(b.sharding, a.ndim)
+  assert updates["q"].sharding.is_equivalent_to(params["q"].sharding, 3)
+  np.testing.assert_allclose(np.asarray(updates["q"]), np.asarray(reference), rtol=1e-5, atol=1e-6)
