@@ -223,8 +223,9 @@ def apollo(
     >>> tx = gradtx.apollo(learning_rate=optax.linear_schedule(0.05, 0.0, 300), rank=2, update_every=20)
     >>> params = {"w": jnp.zeros((8, 6))}
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: tx.update(jax.grad(f)(p), s, p))
     >>> for _ in range(300):
-    ...   updates, state = tx.update(jax.grad(f)(params), state, params)
+    ...   updates, state = step(params, state)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(f(params) < 1e-2 * f({"w": jnp.zeros((8, 6))}))
     True

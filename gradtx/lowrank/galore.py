@@ -101,8 +101,9 @@ def galore(
     >>> tx = gradtx.galore(learning_rate=0.05, rank=2, update_every=10, scale=1.0)
     >>> params = {"w": jnp.zeros((8, 6))}
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: tx.update(jax.grad(f)(p), s, p))
     >>> for _ in range(200):
-    ...   updates, state = tx.update(jax.grad(f)(params), state, params)
+    ...   updates, state = step(params, state)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(f(params) < 1e-2 * f({"w": jnp.zeros((8, 6))}))
     True

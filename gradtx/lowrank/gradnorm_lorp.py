@@ -114,8 +114,9 @@ def gradnorm_lorp(
     >>> tx = gradtx.gradnorm_lorp(learning_rate=0.02, rank=2, update_every=10)
     >>> params = {"w": jnp.ones((8, 6))}
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: tx.update(jax.grad(f)(p), s, p))
     >>> for _ in range(300):
-    ...   updates, state = tx.update(jax.grad(f)(params), state, params)
+    ...   updates, state = step(params, state)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(f(params) < 1e-2 * f({"w": jnp.ones((8, 6))}))
     True
