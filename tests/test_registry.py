@@ -23,3 +23,13 @@ def test_get_lists_names():
   assert registry.get("lion") is gradtx.OPTIMIZERS["lion"]
   with pytest.raises(ValueError, match="lion"):
     registry.get("nope")
+
+
+def test_all_lists_every_reexport():
+  import pathlib
+  import re
+
+  src = pathlib.Path(gradtx.__file__).read_text()
+  reexported = set(re.findall(r" as (\w+)$", src, flags=re.M))
+  assert reexported == set(gradtx.__all__)
+  assert all(hasattr(gradtx, n) for n in gradtx.__all__)

@@ -21,7 +21,7 @@ def _concrete(value: Any) -> float | None:
     arr = np.asarray(value)
   except Exception:  # pylint: disable=broad-except
     return None
-  if arr.shape != () or not np.issubdtype(arr.dtype, np.number):
+  if arr.shape != () or not jax.numpy.issubdtype(arr.dtype, jax.numpy.number):  # bf16 is not an np.number
     return None
   return float(arr)
 

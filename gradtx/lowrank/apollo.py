@@ -10,13 +10,14 @@ the norm ratio ``s = ||N|| / (||R|| + 1e-8)`` per channel (the norms run over th
 row or column of the kept dimension) or per tensor (APOLLO-Mini); the update is the *raw full-rank*
 gradient scaled, ``S = G ⊙ s``; Fira's norm-growth limiter caps ``||S||`` at 1.01 times its previous value;
 ``S`` is multiplied by ``sqrt(scale)`` (before the limiter with ``scale_front``, else after) and by the
-Adam bias correction ``sqrt(1−β2^t)/(1−β1^t)``. Non-matrix leaves get HF-form AdamW.
+Adam bias correction ``sqrt(1−β2^t)/(1−β1^t)``; decoupled decay acts on the updated weights,
+``θ ← (θ − η_t S)(1 − ηλ)`` (``gradtx.core.alias.decoupled_after_step``). Non-matrix leaves get HF-form
+AdamW.
 
 Deviations:
   * The projection is regenerated from the state's key folded with the leaf index and the refresh step,
     never stored (the official class stores it and advances an integer seed with ``next_seed``), so the
     random matrices differ from PyTorch's but have the same distribution.
-  * Weight decay: see :mod:`gradtx.lowrank.galore` (official: decay after the step, second-order difference).
 
 pytorch-optimizer 4.1.0 ``APOLLO`` deviates from the official code (checked in ``optimizer/apollo.py``): it
 scales the *projected* ``R`` and projects the result back with the Gaussian (a rank-r update instead of the
@@ -190,7 +191,7 @@ def apollo(
 ) -> optax.GradientTransformationExtraArgs:
   r"""APOLLO: channel-wise scaled raw gradients, with AdamW's steps at SGD-like memory.
 
-  ``θ ← θ − η (u + λθ)`` with ``u`` from :func:`scale_by_apollo`. Official defaults: rank = hidden/4,
+  ``θ ← (θ − η u)(1 − ηλ)`` with ``u`` from :func:`scale_by_apollo` (the official decay after the step). Official defaults: rank = hidden/4,
   T = 200, channel scaling, scale 1, η = 0.01, ε = 1e-6.
 
   Args:
@@ -238,7 +239,7 @@ def apollo(
       norm_growth_limit=norm_growth_limit, projector=projector, side=side, dimension_numbers=dimension_numbers,
       projection_mask=projection_mask, seed=seed, axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
 
 def apollo_mini(

@@ -13,10 +13,11 @@ subspace, α = ``scale``, decoupled decay after the step); IST-DASLab/ISTA-DASLa
 ``fft_low_rank/dct_adamw.py`` (standard Adam bias correction, ε = 1e-8, re-selection every step, decay
 before the step); VITA-Group/Q-GaLore@dd09cd3 ``q_galore_torch/{q_galore_projector,q_galore_adamw8bit}.py``.
 
+Weight decay follows each official code: GaLore and Q-GaLore decay the *already updated* weights,
+``θ ← (θ − η_t α P N)(1 − ηλ)`` (``gradtx.core.alias.decoupled_after_step``); DCT-AdamW decays first,
+``θ ← θ(1 − ηλ) − η_t P u`` (``gradtx.core.alias.decoupled``).
+
 Deviations:
-  * Weight decay uses gradtx's decoupled chain ``θ ← θ − η(u + λθ)``. The official GaLore/Q-GaLore code decays
-    the *already updated* weights, ``θ ← (θ − η_t u)(1 − ηλ)``: the two differ by ``η² λ η_t u``, second order
-    in the learning rate. DCT-AdamW decays first, exactly as gradtx.
   * Q-GaLore's Adam is bitsandbytes' 8-bit blockwise Adam (standard ε placement, ε = 1e-8); gradtx keeps the
     moments in the parameter dtype. Its INT8 *weights* (a model-side reparametrisation) are not part of an
     optimizer. Q-GaLore staggers refreshes across leaves by default (the official code does not).
@@ -67,7 +68,7 @@ def galore(
   .. math::
 
     R_t = P_t^\top G_t, \quad N_t = \frac{\sqrt{1-\beta_2^t}}{1-\beta_1^t}\frac{M_t}{\sqrt{V_t}+\epsilon},
-    \quad \theta_t = \theta_{t-1} - \eta_t \left(\alpha P_t N_t + \lambda \theta_{t-1}\right)
+    \quad \theta_t = \left(\theta_{t-1} - \eta_t \alpha P_t N_t\right)(1 - \eta_t \lambda)
 
   with ``P`` the top-r singular vectors of the gradient, recomputed every ``update_every`` steps (see
   :func:`gradtx.project_low_rank`). Leaves that are not matrices get the same Adam at full size.
@@ -117,7 +118,7 @@ def galore(
       on_switch=on_switch, scale=scale, dimension_numbers=dimension_numbers, projection_mask=projection_mask,
       stagger=stagger, seed=seed, axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
 
 def galore_dct(
@@ -270,7 +271,7 @@ def q_galore(
       projection_mask=projection_mask, adaptive_refresh=adaptive_refresh, stagger=stagger, seed=seed,
       axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(

@@ -122,7 +122,7 @@ def owlore(
                             dimension_numbers=_stacked_kernels)
   direction = sample_layers(galore, num_active=num_active, every=every, probabilities=probabilities,
                             stacked=stacked, full_rank=adam, seed=seed)
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(

@@ -304,22 +304,11 @@ def adabelief(
       mu_dtype=mu_dtype,
       nu_dtype=nu_dtype,
   )
-  if weight_decouple and not fixed_decay:
-    return alias.decoupled(direction, learning_rate, weight_decay, mask)
-  validation.check_schedule("learning_rate", learning_rate)
-  validation.check_schedule("weight_decay", weight_decay)
   if fixed_decay:
-    return optax.chain(
-        direction,
-        optax.scale_by_learning_rate(learning_rate, flip_sign=False),
-        optax.add_decayed_weights(weight_decay, mask),
-        optax.scale(-1.0),
-    )
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
-      direction,
-      optax.scale_by_learning_rate(learning_rate),
-  )
+    return alias.fixed(direction, learning_rate, weight_decay, mask)
+  if weight_decouple:
+    return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return alias.coupled(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(

@@ -188,13 +188,7 @@ def diffgrad(
   direction = scale_by_diffgrad(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
   if weight_decouple:
     return alias.decoupled(direction, learning_rate, weight_decay, mask)
-  validation.check_schedule("learning_rate", learning_rate)
-  validation.check_schedule("weight_decay", weight_decay)
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
-      direction,
-      optax.scale_by_learning_rate(learning_rate),
-  )
+  return alias.coupled(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(

@@ -16,7 +16,7 @@ from typing import Any
 import optax
 
 from gradtx import registry
-from gradtx.core import validation
+from gradtx.core import alias
 from gradtx.sign_momentum.lion import scale_by_lion
 
 
@@ -59,13 +59,7 @@ def signum(
     Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
     <https://arxiv.org/abs/1802.04434>`_, 2018.
   """
-  validation.check_schedule("learning_rate", learning_rate)
-  validation.check_schedule("weight_decay", weight_decay)
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
-      scale_by_lion(b1=momentum, b2=momentum),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+  return alias.coupled(scale_by_lion(b1=momentum, b2=momentum), learning_rate, weight_decay, mask)
 
 
 registry.register(

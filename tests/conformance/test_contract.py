@@ -113,6 +113,29 @@ def test_dtypes(name, dtype):
       params = optax.apply_updates(params, updates)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("name", NAMES)
+def test_inject_hyperparams_low_precision(name, dtype):
+  """Float32 hyperparameters (``hyperparam_dtype``) with low-precision params: updates keep the params' dtype.
+
+  (Without ``hyperparam_dtype`` optax casts hyperparameters to the params' dtype, where b2=0.999 rounds to
+  1.0 in bf16 and eps=1e-8 to 0 in f16; gradtx's factories then raise a ValueError naming the argument.)
+  """
+  spec = gradtx.OPTIMIZERS[name]
+  tx = optax.inject_hyperparams(spec.factory, static_args=spec.static_args, hyperparam_dtype=jnp.float32)(
+      **spec.test_kwargs
+  )
+  params = problems.mixed_params(jnp.dtype(dtype))
+  state = tx.init(params)
+  dtypes0 = [x.dtype for x in jax.tree.leaves(state)]
+  step = jax.jit(lambda g, s, p: tx.update(g, s, p, **_extra(spec, p)))
+  for _ in range(2):
+    updates, state = step(_grads(params), state, params)
+    assert [u.dtype for u in jax.tree.leaves(updates)] == [jnp.dtype(dtype)] * 2
+    assert [x.dtype for x in jax.tree.leaves(state)] == dtypes0
+    params = optax.apply_updates(params, updates)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_multi_steps_averages_micro_batches(name):
   spec = gradtx.OPTIMIZERS[name]
@@ -138,13 +161,17 @@ def test_masked_and_partition(name):
   sub_loss = lambda p: loss({"kernel": p["kernel"], "bias": params["bias"]})
   expected, _ = tx.update(sub_g, tx.init(sub_params), sub_params, **problems.extra_args(spec, sub_loss, sub_params))
 
+  # Inside masked / partition the inner transformation sees (and calls loss_fn with) params whose masked-out
+  # leaves are optax.MaskedNode; a full-tree loss is adapted with gradtx.fill_masked_leaves (the documented
+  # recipe). Optimizers without a loss_fn ignore it, so the check is unchanged for them.
+  filled = problems.extra_args(spec, gradtx.fill_masked_leaves(loss, params), params)
   masked = optax.masked(tx, {"kernel": True, "bias": False})
-  u, _ = masked.update(g, masked.init(params), params, **_extra(spec, params))
+  u, _ = masked.update(g, masked.init(params), params, **filled)
   _assert_trees_equal(u["bias"], g["bias"])
   _assert_trees_equal(u["kernel"], expected["kernel"], rtol=1e-6, atol=1e-7)
 
   part = optax.partition({"a": tx, "b": optax.sgd(0.5)}, {"kernel": "a", "bias": "b"})
-  u, _ = part.update(g, part.init(params), params, **_extra(spec, params))
+  u, _ = part.update(g, part.init(params), params, **filled)
   _assert_trees_equal(u["bias"], jax.tree.map(lambda x: -0.5 * x, g["bias"]), rtol=1e-6)
   _assert_trees_equal(u["kernel"], expected["kernel"], rtol=1e-6, atol=1e-7)
 

@@ -1,0 +1,189 @@
+"""The AdamP / SGDP radial projection as a wrapper around any optax direction.
+
+Paper: Heo, Chun, Oh, Han, Yun, Kim, Uh, Ha. "AdamP: Slowing Down the Slowdown for Momentum Optimizers on
+Scale-invariant Weights", ICLR 2021. https://arxiv.org/abs/2006.08217
+
+Reference implementation: clovaai/AdamP@146287bf ``adamp/adamp.py`` and ``adamp/sgdp.py`` (the
+``_projection`` method both share). gradtx follows it step for step, for every leaf with ``ndim > 1``:
+
+  1. channel view (one row per output channel), then layer view (one row): the cosine between the RAW
+     gradient and the weights per row, ``|cos_r| = |⟨g_r, θ_r⟩| / (max(‖g_r‖, ε) max(‖θ_r‖, ε))``
+     (``F.cosine_similarity(..., eps).abs()``; the absolute value is missing from the paper's eq. (11) and
+     confirmed by the authors in clovaai/AdamP#6);
+  2. the first view with ``max_r |cos_r| < δ / √(row length)`` removes the radial component of the inner
+     update, ``u_r ← u_r − θ̂_r ⟨θ̂_r, u_r⟩`` with ``θ̂_r = θ_r / (‖θ_r‖ + ε)``, and scales the weight decay
+     by ``wd_ratio``; if neither view passes, the update and the decay are left alone.
+
+Where gradtx differs from the reference:
+  * The channel axis is configurable (``channel_axis``): PyTorch puts output channels first (0); Flax
+    ``Dense`` / ``Conv`` kernels put them last (-1, the default here).
+  * Rows are reduced in place (sums over every axis but ``channel_axis``, with ``keepdims``) rather than
+    reshaped to ``(C, -1)``: same numbers, and under ``jit`` a leaf sharded on any axis (auto or explicit
+    mesh) is neither gathered nor resharded. The statistics are those of the leaf the update sees, so inside
+    ``shard_map`` they would be per shard: there is no ``axis_name`` (a row may be split across devices or
+    not, depending on which axis is sharded), so project outside the map or pass whole leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from gradtx.core import numerics, tree, validation
+from gradtx.geometry import masks
+
+
+class ProjectRadialState(NamedTuple):
+  """State of :func:`project_radial`: step count (for a weight-decay schedule) and the inner state."""
+
+  count: jax.Array
+  inner_state: optax.OptState
+
+
+def _abs_cosine(dot, g_norm, p_norm, eps):
+  return jnp.abs(dot) / (jnp.maximum(g_norm, eps) * jnp.maximum(p_norm, eps))
+
+
+def _remove_radial(u, p, p_norm, eps, axes):
+  """``u − θ̂ Σ_row(θ̂ u)`` with ``θ̂ = θ / (‖θ_row‖ + ε)``; a row spans ``axes`` (all of them: the layer)."""
+  p_hat = p / (p_norm + eps)
+  return u - p_hat * jnp.sum(p_hat * u, axis=axes, keepdims=True)
+
+
+def _project_leaf(g, p, u, *, delta, wd_ratio, eps, channel_axis):
+  """The projected update of one ``ndim > 1`` leaf and the factor its weight decay is multiplied by.
+
+  Rows are reduced in place (``keepdims``) instead of reshaping to the reference's ``(C, -1)`` view, so a
+  leaf sharded on any axis needs no resharding (explicit meshes reject reshapes that merge sharded axes).
+  """
+  if not -p.ndim <= channel_axis < p.ndim:
+    raise ValueError(
+        f"`channel_axis` must index a dimension of every leaf with ndim > 1, got {channel_axis} for a leaf "
+        f"of shape {p.shape}."
+    )
+  axis = channel_axis % p.ndim
+  others = tuple(i for i in range(p.ndim) if i != axis)
+  every = tuple(range(p.ndim))
+  compute = jnp.promote_types(u.dtype, jnp.float32)
+  g, p, u = g.astype(compute), p.astype(compute), u.astype(compute)
+  row_len = p.size // p.shape[axis]
+
+  dot = jnp.sum(g * p, axis=others, keepdims=True)
+  g_sq = jnp.sum(g * g, axis=others, keepdims=True)
+  p_sq = jnp.sum(p * p, axis=others, keepdims=True)
+  p_norm = jnp.sqrt(p_sq)
+
+  cos_channel = jnp.max(_abs_cosine(dot, jnp.sqrt(g_sq), p_norm, eps))
+  use_channel = cos_channel < delta / jnp.sqrt(jnp.asarray(row_len, compute))
+  layer_p_norm = jnp.sqrt(jnp.sum(p_sq))
+  cos_layer = _abs_cosine(jnp.sum(dot), jnp.sqrt(jnp.sum(g_sq)), layer_p_norm, eps)
+  use_layer = jnp.logical_and(~use_channel, cos_layer < delta / jnp.sqrt(jnp.asarray(p.size, compute)))
+
+  by_channel = _remove_radial(u, p, p_norm, eps, others)
+  by_layer = _remove_radial(u, p, layer_p_norm, eps, every)
+  projected = jnp.where(use_channel, by_channel, jnp.where(use_layer, by_layer, u))
+  wd_scale = jnp.where(jnp.logical_or(use_channel, use_layer), jnp.asarray(wd_ratio, compute), 1.0)
+  return projected, wd_scale
+
+
+def project_radial(
+    inner: optax.GradientTransformation,
+    *,
+    delta: Any = 0.1,
+    wd_ratio: Any = 0.1,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    eps: Any = 1e-8,
+    channel_axis: int = -1,
+    mask: Any | Callable[[optax.Params], Any] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Removes the radial component of ``inner``'s update on scale-invariant weights (AdamP / SGDP).
+
+  Weights followed by a normalization layer are scale-invariant: only their direction matters, and the
+  radial part of a momentum update only grows ‖θ‖, which shrinks the effective step. When the raw gradient
+  is nearly orthogonal to the weights (the signature of scale invariance) the block projects the radial
+  part out of ``inner``'s update and weakens the weight decay by ``wd_ratio``.
+
+  For each leaf θ with ``ndim > 1``, view ``v`` in (channel, layer), rows ``r`` of that view:
+
+  .. math::
+
+    c_v &= \max_r \frac{|\langle g_r, \theta_r \rangle|}{\max(\|g_r\|, \epsilon)\max(\|\theta_r\|, \epsilon)},
+    \qquad \hat\theta_r = \frac{\theta_r}{\|\theta_r\| + \epsilon} \\
+    u_r &\leftarrow u_r - \hat\theta_r \langle \hat\theta_r, u_r \rangle, \quad s = \texttt{wd\_ratio}
+    \qquad \text{for the first } v \text{ with } c_v < \delta / \sqrt{\text{row length}} \\
+    \text{out} &= u + \lambda_t \, s \, m \, \theta \qquad (s = 1 \text{ if no view passed};
+    \ m = \texttt{mask})
+
+  where ``g`` is the update given to this block (the raw gradient) and ``u`` is ``inner``'s update. The
+  block owns the decoupled weight decay because its factor ``s`` depends on the projection; leave the
+  decay out of ``inner`` and scale by the learning rate after this block:
+  ``optax.chain(project_radial(inner, weight_decay=λ), optax.scale_by_learning_rate(lr))`` gives
+  ``θ ← θ − lr (u + λ s θ)``, the official ``θ ← θ (1 − lr λ s) − lr u``.
+
+  Args:
+    inner: the direction to project (e.g. ``optax.scale_by_adam()``, ``optax.trace(0.9)``); it receives
+      the same updates, params and extra arguments.
+    delta: δ, the cosine threshold factor (> 0).
+    wd_ratio: factor of the weight decay on projected leaves, in [0, 1].
+    weight_decay: λ, decoupled, a float or an optax schedule of the step count.
+    eps: ε of the cosine and of the normalized weights (> 0).
+    channel_axis: the output-channel axis of every ``ndim > 1`` leaf: -1 for Flax kernels, 0 for PyTorch
+      layouts.
+    mask: tree of booleans (or a function of the params giving one; a prefix tree is broadcast) selecting
+      the leaves that decay. The projection applies to every ``ndim > 1`` leaf, as in the reference.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, gradtx
+    >>> tx = gradtx.project_radial(optax.scale_by_sign())
+    >>> params = {"w": jnp.eye(2)}
+    >>> state = tx.init(params)
+    >>> grads = {"w": jnp.array([[0.001, 1.0], [1.0, -0.002]])}  # nearly orthogonal to each row of w
+    >>> updates, state = tx.update(grads, state, params)
+    >>> updates["w"]  # sign(g) = [[1, 1], [1, -1]] loses its radial (diagonal) part
+    Array([[0., 1.],
+           [1., 0.]], dtype=float32)
+
+  References:
+    Heo et al., `AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights
+    <https://arxiv.org/abs/2006.08217>`_, 2021.
+  """
+  validation.check_positive("delta", delta)
+  validation.check_range("wd_ratio", wd_ratio, low=0.0, high=1.0)
+  validation.check_schedule("weight_decay", weight_decay)
+  validation.check_positive("eps", eps)
+  validation.check_int("channel_axis", channel_axis)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return ProjectRadialState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    if params is None:
+      raise ValueError("project_radial needs `params`: call update(updates, state, params).")
+    with jax.named_scope("gradtx/project_radial"):
+      directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      decay = numerics.schedule_value(weight_decay, state.count)
+      decays = masks.resolve_mask(mask, params)
+
+      def one(g, p, u, decays_leaf):
+        if p.ndim > 1:
+          u_new, wd_scale = _project_leaf(
+              g, p, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis
+          )
+        else:
+          u_new, wd_scale = u.astype(jnp.promote_types(u.dtype, jnp.float32)), 1.0
+        if decays_leaf:
+          u_new = u_new + (decay * wd_scale) * p.astype(u_new.dtype)
+        return u_new.astype(u.dtype)
+
+      new_updates = jax.tree.map(one, updates, params, directions, decays)
+      return new_updates, ProjectRadialState(count=tree.safe_increment(state.count), inner_state=inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
