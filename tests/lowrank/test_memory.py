@@ -37,13 +37,16 @@ def _nbytes(tree):
 
 
 def _state_bytes(tx):
-  return _nbytes(jax.eval_shape(tx.init, _params()))
+  report = gradtx.memory_report(tx, _params())  # jax.eval_shape of tx.init: nothing allocated
+  assert report.state_bytes == _nbytes(jax.eval_shape(tx.init, _params()))
+  return report.state_bytes
 
 
 N_MATRICES = LAYERS * len(MATRICES)
 FULL_NUMEL = 2 * V * D + (2 * LAYERS + 1) * D  # embeddings, lm_head and norms: full-rank Adam (mu, nu)
 FULL_BYTES = 2 * 4 * FULL_NUMEL + 4  # + the full-rank Adam's count
 WRAPPER = 4 + 8  # wrapper count + PRNG key
+AFTER_STEP = 4  # the step count of the decay-after-step chain (GaLore, Q-GaLore, APOLLO: official order)
 PER_LEAF = 3 * 4 + 4  # refresh (last, gap, refreshes) + the leaf's inner count
 
 
@@ -55,14 +58,14 @@ def test_galore_rank_1024_is_r_min_plus_2r_max():
   r = 1024
   tx = gradtx.galore(learning_rate=1e-3, rank=r, projection_mask=_mask)
   formula = 4 * _sum_over_matrices(lambda mn, mx: r * mn + 2 * r * mx)  # P + M + V, float32
-  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + N_MATRICES * PER_LEAF
+  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + AFTER_STEP + N_MATRICES * PER_LEAF
 
 
 def test_galore_min_state_side_swaps_the_roles():
   r = 1024
   tx = gradtx.galore(learning_rate=1e-3, rank=r, side="min_state", projection_mask=_mask)
   formula = 4 * _sum_over_matrices(lambda mn, mx: r * mx + 2 * r * mn)
-  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + N_MATRICES * PER_LEAF
+  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + AFTER_STEP + N_MATRICES * PER_LEAF
 
 
 def test_apollo_rank_256_is_2r_max_with_the_projection_regenerated():
@@ -70,13 +73,13 @@ def test_apollo_rank_256_is_2r_max_with_the_projection_regenerated():
   tx = gradtx.apollo(learning_rate=1e-3, rank=r, projection_mask=_mask)
   formula = 4 * _sum_over_matrices(lambda mn, mx: 2 * r * mx)  # M + V; P regenerated from the key
   limiter = 4  # one float32 norm per matrix
-  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + N_MATRICES * (PER_LEAF + limiter)
+  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + AFTER_STEP + N_MATRICES * (PER_LEAF + limiter)
 
 
 def test_apollo_mini_is_2_max_plus_1_per_matrix():
   tx = gradtx.apollo_mini(learning_rate=1e-3, projection_mask=_mask)
   formula = 4 * _sum_over_matrices(lambda mn, mx: 2 * mx + 1)
-  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + N_MATRICES * PER_LEAF
+  assert _state_bytes(tx) == formula + FULL_BYTES + WRAPPER + AFTER_STEP + N_MATRICES * PER_LEAF
   adam = 2 * 4 * sum(math.prod(x.shape) for x in jax.tree.leaves(_params()))
   matrices_adam = 2 * 4 * _sum_over_matrices(lambda mn, mx: mn * mx)
   assert formula / matrices_adam < 1 / 1000  # "SGD-like": ~1/2000 of Adam's state on the projected matrices
@@ -92,7 +95,7 @@ def test_q_galore_int4_projector_is_half_a_byte_per_value():
     adaptive = 5 * 4 + 4 + 4 * mn  # cosine queue, pushes, previous top vector
     return codes + 8 * blocks + 4 * 2 * r * mx + adaptive  # codes + (scale, zero) + M, V
 
-  assert _state_bytes(tx) == _sum_over_matrices(per_matrix) + FULL_BYTES + WRAPPER + N_MATRICES * PER_LEAF
+  assert _state_bytes(tx) == _sum_over_matrices(per_matrix) + FULL_BYTES + WRAPPER + AFTER_STEP + N_MATRICES * PER_LEAF
 
 
 @pytest.mark.parametrize("name", ["galore", "galore_dct", "apollo", "apollo_mini", "q_galore"])
