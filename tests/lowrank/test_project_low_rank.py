@@ -8,7 +8,10 @@ import pytest
 
 import gradtx
 from gradtx import MatrixDims
+from gradtx.core.matrix import MatrixView
 from gradtx.lowrank import LowRankLeafState, project_low_rank
+from gradtx.lowrank.engine import _switch
+from gradtx.lowrank.projector import Geometry
 
 RNG = np.random.default_rng(0)
 
@@ -104,14 +107,32 @@ def test_reset_reinitialises_the_inner_state_at_each_refresh():
 
 
 def test_rotate_preserves_moments_when_the_subspace_is_unchanged():
-  g = _g(8, 6)
+  g = jnp.asarray(np.random.default_rng(5).normal(size=(8, 6)), jnp.float32)
   carry = project_low_rank(optax.scale_by_adam(), rank=2, update_every=2, on_switch="carry")
   rotate = project_low_rank(optax.scale_by_adam(), rank=2, update_every=2, on_switch="rotate")
   s_c, s_r = carry.init({"w": g}), rotate.init({"w": g})
-  for t in range(5):  # the same gradient every step: each refresh finds the same basis
-    u_c, s_c = carry.update({"w": g * (1 + 0.1 * t)}, s_c)
-    u_r, s_r = rotate.update({"w": g * (1 + 0.1 * t)}, s_r)
+  for t in range(5):  # g scaled by powers of two: each refresh finds exactly the same basis, so R = I
+    u_c, s_c = carry.update({"w": g * 2.0 ** (t % 3)}, s_c)
+    u_r, s_r = rotate.update({"w": g * 2.0 ** (t % 3)}, s_r)
     np.testing.assert_allclose(u_c["w"], u_r["w"], rtol=1e-5, atol=1e-6)
+
+
+def test_rotate_follows_a_sign_flip_of_the_basis():
+  """With the basis of the new refresh equal to the old one with its columns negated, rotated moments are
+  negated too, so the update in full space is unchanged; carried moments point the wrong way."""
+  g = jnp.asarray(np.random.default_rng(6).normal(size=(8, 6)), jnp.float32)
+  rotate = project_low_rank(optax.scale_by_adam(), rank=2, update_every=1, on_switch="rotate")
+  state = rotate.init({"w": g})
+  _, state = rotate.update({"w": g}, state)
+  leaf = state.leaves["w"]
+  flipped = leaf._replace(projector=leaf.projector._replace(basis=-leaf.projector.basis))
+  geo = Geometry.of(MatrixView.of((8, 6), MatrixDims(0, 1)), "official", 2)
+  moved = _switch("rotate", optax.scale_by_adam(), leaf.inner, leaf.projector.basis, flipped.projector.basis, geo,
+                  jnp.zeros(geo.lowrank_shape))
+  np.testing.assert_allclose(moved.mu, -leaf.inner.mu, atol=1e-6)
+  np.testing.assert_allclose(moved.nu, leaf.inner.nu, rtol=1e-6)  # variances rotate with R∘R
+  back = lambda inner, basis: (basis @ (inner.mu / (jnp.sqrt(inner.nu) + 1e-8)).T).T  # right side: N Pᵀ
+  np.testing.assert_allclose(back(moved, flipped.projector.basis), back(leaf.inner, leaf.projector.basis), atol=1e-5)
 
 
 def test_stagger_spreads_refreshes():
