@@ -50,6 +50,22 @@ from gradtx.core.memory import MemoryReport as MemoryReport
 from gradtx.core.memory import memory_report as memory_report
 from gradtx.core.memory import state_nbytes as state_nbytes
 
+# low-rank projection
+from gradtx.core.matrix import MatrixDims as MatrixDims
+from gradtx import lowrank as lowrank
+from gradtx.lowrank import ProjectLowRankState as ProjectLowRankState
+from gradtx.lowrank import apollo as apollo
+from gradtx.lowrank import apollo_mini as apollo_mini
+from gradtx.lowrank import frugal as frugal
+from gradtx.lowrank import galore as galore
+from gradtx.lowrank import galore_dct as galore_dct
+from gradtx.lowrank import gradnorm_lorp as gradnorm_lorp
+from gradtx.lowrank import owlore as owlore
+from gradtx.lowrank import project_low_rank as project_low_rank
+from gradtx.lowrank import q_galore as q_galore
+from gradtx.lowrank import scale_by_apollo as scale_by_apollo
+from gradtx.lowrank import scale_by_frugal as scale_by_frugal
+
 # moment scaling
 from gradtx.moment_scaling import ScaleByBeliefState as ScaleByBeliefState
 from gradtx.moment_scaling import ScaleByDiffGradState as ScaleByDiffGradState
@@ -143,6 +159,8 @@ __all__ = [
     "AdaptiveBatchSizeState",
     "add_gradient_noise",
     "AddGradientNoiseState",
+    "apollo",
+    "apollo_mini",
     "BatchSizeTestResult",
     "clip_by_adaptive_max",
     "clip_by_coordinate",
@@ -160,7 +178,11 @@ __all__ = [
     "exadam",
     "exclude_bias_and_norm",
     "fill_masked_leaves",
+    "frugal",
+    "galore",
+    "galore_dct",
     "GaussNewtonBartlettState",
+    "gradnorm_lorp",
     "HutchinsonState",
     "inner_product_test",
     "lamb",
@@ -169,6 +191,8 @@ __all__ = [
     "linear_decay",
     "lion",
     "lion_8bit",
+    "lowrank",
+    "MatrixDims",
     "memory_report",
     "MemoryReport",
     "mfac",
@@ -179,8 +203,12 @@ __all__ = [
     "OPTIMIZERS",
     "OptimizerSpec",
     "orthogonality_test",
+    "owlore",
+    "project_low_rank",
     "project_radial",
+    "ProjectLowRankState",
     "ProjectRadialState",
+    "q_galore",
     "quantize_blockwise",
     "quantize_state",
     "QuantizedArray",
@@ -201,9 +229,11 @@ __all__ = [
     "scale_by_adam_coordinate_clipped",
     "scale_by_adamp",
     "scale_by_agvm",
+    "scale_by_apollo",
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
+    "scale_by_frugal",
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",

@@ -43,3 +43,22 @@ def safe_increment(count: jax.Array) -> jax.Array:
 
 def leaf_count(tree: Any) -> int:
   return len(jax.tree.leaves(tree))
+
+
+def _is_box(x: Any) -> bool:
+  """A metadata box: a pytree node that is not a container and holds exactly one array (nnx ``Variable``,
+  linen ``Partitioned``). Plain arrays also count, so ``jax.tree.map`` stops at either."""
+  if x is None or isinstance(x, (list, tuple, dict)):
+    return False
+  return len(jax.tree.leaves(x)) == 1
+
+
+def unboxed_map(fn: Any, tree: Any) -> Any:
+  """``jax.tree.map(fn, tree)`` over the arrays of ``tree``, replacing metadata boxes by ``fn``'s result.
+
+  nnx copies a parameter's metadata (its sharding annotation included) onto optimizer state built with a
+  plain ``jax.tree.map`` over ``nnx.State``; state whose shape differs from the parameter (projectors,
+  low-rank moments) must not inherit it. The result has the tree's containers but none of its boxes, which
+  is also the structure nnx gives ``update`` (``nnx.as_pure`` gradients).
+  """
+  return jax.tree.map(lambda x: fn(jax.tree.leaves(x)[0]), tree, is_leaf=_is_box)

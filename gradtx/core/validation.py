@@ -92,8 +92,15 @@ def check_schedule(name: str, value: Any) -> None:
   check_nonnegative(name, value)
 
 
+def check_bool(name: str, value: Any) -> None:
+  """A flag: exactly ``True`` or ``False`` (``1`` and ``0`` are refused: flags are static, never traced)."""
+  if not isinstance(value, bool):
+    raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+
+
 __all__: list[str] = [
     "check_beta",
+    "check_bool",
     "check_callable_or_none",
     "check_choice",
     "check_int",
