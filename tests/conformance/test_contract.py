@@ -149,7 +149,11 @@ def test_multi_steps_averages_micro_batches(name):
   mean = jax.tree.map(lambda a, b: (a + b) / 2, g1, g2)
   expected, inner = tx.update(mean, tx.init(params), params, **_extra(spec, params))
   _assert_trees_equal(u2, expected, rtol=1e-6, atol=1e-7)
-  _assert_trees_equal(ms.inner_opt_state, inner, rtol=1e-6, atol=1e-7)
+  # MultiSteps forms the mean as a running mean, which differs from (g1+g2)/2 in the last bits; state
+  # computed through a float32 SVD (projectors) amplifies that to ~1e-6 relative, hence the looser bound
+  # for non-elementwise optimizers. The updates above are held to the tight bound for every optimizer.
+  state_rtol = 1e-6 if spec.elementwise else 1e-5
+  _assert_trees_equal(ms.inner_opt_state, inner, rtol=state_rtol, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", NAMES)
