@@ -94,6 +94,9 @@ from gradtx.schedules import scale_by_adagrad as scale_by_adagrad
 from gradtx.schedules import scale_by_adagrad_norm as scale_by_adagrad_norm
 from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
 
+# scale-out
+from gradtx.distributed import state_shardings as state_shardings
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -174,4 +177,5 @@ __all__ = [
     "spam",
     "stable_spam",
     "state_nbytes",
+    "state_shardings",
 ]
