@@ -60,3 +60,23 @@ def test_gradient_noise_differs_across_shards_with_axis_name():
   assert len({tuple(row) for row in split}) == 8  # each shard its own block
   again = run(tx_split)
   np.testing.assert_array_equal(split, again)
+
+
+@pytest.mark.parametrize("axis_name", [None, "x"])
+def test_kth_largest_inside_shard_map(axis_name):
+  """A per-device threshold (no axis: data parallelism) and a whole-array one (axis: FSDP) both trace."""
+  from gradtx.core import topk
+
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(8, 6)), jnp.float32)
+  out = P("x") if axis_name is None else P()
+  fn = jax.shard_map(
+      lambda b: topk.kth_largest_magnitude(b, 2, axis_name=axis_name).reshape((1,) if axis_name is None else ()),
+      mesh=_mesh(),
+      in_specs=P("x"),
+      out_specs=out,
+  )
+  got = np.asarray(jax.jit(fn)(x))
+  if axis_name is None:
+    np.testing.assert_array_equal(got, np.sort(np.abs(np.asarray(x)), axis=1)[:, -3])
+  else:
+    assert got == np.sort(np.abs(np.asarray(x)).ravel())[-3]
