@@ -96,6 +96,17 @@ from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
 
 # scale-out
 from gradtx.distributed import state_shardings as state_shardings
+from gradtx.distributed import Compressor as Compressor
+from gradtx.distributed import random_k as random_k
+from gradtx.distributed import scaled_sign as scaled_sign
+from gradtx.distributed import top_k as top_k
+from gradtx.distributed import CompressState as CompressState
+from gradtx.distributed import EControlState as EControlState
+from gradtx.distributed import EF21State as EF21State
+from gradtx.distributed import ErrorFeedbackState as ErrorFeedbackState
+from gradtx.distributed import compress as compress
+from gradtx.distributed import compress_with_econtrol as compress_with_econtrol
+from gradtx.distributed import compress_with_error_feedback as compress_with_error_feedback
 
 __version__ = "0.1.0"
 
@@ -117,8 +128,16 @@ __all__ = [
     "ClipByAdaptiveMaxState",
     "ClipByCoordinateState",
     "ClipSpikesState",
+    "compress",
+    "compress_with_econtrol",
+    "compress_with_error_feedback",
+    "Compressor",
+    "CompressState",
     "coordinate_norm_test",
     "diffgrad",
+    "EControlState",
+    "EF21State",
+    "ErrorFeedbackState",
     "exadam",
     "exclude_bias_and_norm",
     "inner_product_test",
@@ -138,6 +157,7 @@ __all__ = [
     "orthogonality_test",
     "project_radial",
     "ProjectRadialState",
+    "random_k",
     "record_grad_norms",
     "recorded_grad_norms",
     "RecordGradNormsState",
@@ -171,6 +191,7 @@ __all__ = [
     "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
     "ScaleByStableSpamAdamState",
+    "scaled_sign",
     "sgdp",
     "signum",
     "smooth_grad_norms",
@@ -178,4 +199,5 @@ __all__ = [
     "stable_spam",
     "state_nbytes",
     "state_shardings",
+    "top_k",
 ]
