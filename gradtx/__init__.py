@@ -107,6 +107,11 @@ from gradtx.distributed import ErrorFeedbackState as ErrorFeedbackState
 from gradtx.distributed import compress as compress
 from gradtx.distributed import compress_with_econtrol as compress_with_econtrol
 from gradtx.distributed import compress_with_error_feedback as compress_with_error_feedback
+from gradtx.zeroth_order import spsa_direction as spsa_direction
+from gradtx.zeroth_order import ScaleBySpsaState as ScaleBySpsaState
+from gradtx.zeroth_order import mezo as mezo
+from gradtx.zeroth_order import scale_by_spsa as scale_by_spsa
+from gradtx.zeroth_order import mezo_adam as mezo_adam
 
 __version__ = "0.1.0"
 
@@ -148,6 +153,8 @@ __all__ = [
     "lion",
     "memory_report",
     "MemoryReport",
+    "mezo",
+    "mezo_adam",
     "next_batch_size",
     "norm_test",
     "normalize_by_norm_ema",
@@ -180,6 +187,7 @@ __all__ = [
     "scale_by_lion",
     "scale_by_sgdp",
     "scale_by_spam",
+    "scale_by_spsa",
     "scale_by_stable_spam",
     "ScaleByAdagradNormState",
     "ScaleByAdagradState",
@@ -190,12 +198,14 @@ __all__ = [
     "ScaleByExAdamState",
     "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
+    "ScaleBySpsaState",
     "ScaleByStableSpamAdamState",
     "scaled_sign",
     "sgdp",
     "signum",
     "smooth_grad_norms",
     "spam",
+    "spsa_direction",
     "stable_spam",
     "state_nbytes",
     "state_shardings",
