@@ -112,6 +112,8 @@ from gradtx.zeroth_order import ScaleBySpsaState as ScaleBySpsaState
 from gradtx.zeroth_order import mezo as mezo
 from gradtx.zeroth_order import scale_by_spsa as scale_by_spsa
 from gradtx.zeroth_order import mezo_adam as mezo_adam
+from gradtx.zeroth_order import just_one_byte as just_one_byte
+from gradtx.zeroth_order import scale_by_just_one_byte as scale_by_just_one_byte
 
 __version__ = "0.1.0"
 
@@ -146,6 +148,7 @@ __all__ = [
     "exadam",
     "exclude_bias_and_norm",
     "inner_product_test",
+    "just_one_byte",
     "lamb",
     "lars",
     "LeafMemory",
@@ -182,6 +185,7 @@ __all__ = [
     "scale_by_belief",
     "scale_by_diffgrad",
     "scale_by_exadam",
+    "scale_by_just_one_byte",
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",

@@ -89,6 +89,7 @@ def scale_by_spsa(
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params`` and the keyword
     argument ``loss_fn`` (params -> scalar loss on the current batch); the incoming updates are ignored.
+    Call it under ``jax.jit``: eagerly, each call traces its loop over the perturbations again.
 
   Examples:
     >>> import jax.numpy as jnp, gradtx
@@ -171,8 +172,9 @@ def mezo(
     >>> tx = gradtx.mezo(learning_rate=0.05, num_samples=4)
     >>> params = jnp.zeros(3)
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: tx.update(p, s, p, loss_fn=loss_fn))  # the gradient argument is unused
     >>> for _ in range(100):
-    ...   updates, state = tx.update(params, state, params, loss_fn=loss_fn)
+    ...   updates, state = step(params, state)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(loss_fn(params) < 1e-3)
     True
@@ -235,13 +237,14 @@ def mezo_adam(
     incoming gradient is ignored.
 
   Examples:
-    >>> import jax.numpy as jnp, optax, gradtx
+    >>> import jax, jax.numpy as jnp, optax, gradtx
     >>> loss_fn = lambda p: jnp.sum(jnp.array([100.0, 1.0]) * (p - 1.0) ** 2)  # stiff and flat
     >>> tx = gradtx.mezo_adam(learning_rate=0.1, num_samples=4)
     >>> params = jnp.zeros(2)
     >>> state = tx.init(params)
+    >>> step = jax.jit(lambda p, s: tx.update(p, s, p, loss_fn=loss_fn))
     >>> for _ in range(200):
-    ...   updates, state = tx.update(params, state, params, loss_fn=loss_fn)
+    ...   updates, state = step(params, state)
     ...   params = optax.apply_updates(params, updates)
     >>> bool(loss_fn(params) < 1e-2)
     True
