@@ -9,7 +9,8 @@ every state leaf where it belongs. The rules, first match wins:
    that ``tx.init`` and ``tx.update`` themselves produce.
 3. A leaf inside a subtree with the params' structure (``mu``, ``nu``, per-param projectors, quantized
    blocks, ...; masked-out ``None`` / ``optax.MaskedNode`` holes allowed) mirrors its param: the param's
-   sharding when the shapes agree; otherwise, dimension by dimension, the param's mesh axis where the
+   sharding when the shapes agree; a stack ``(k, *param.shape)`` (ring buffers of past gradients) adds
+   unsharded leading axes; otherwise, dimension by dimension, the param's mesh axis where the
    state leaf's dimension has the size of the param's dimension at the same position, and no axis
    elsewhere. A low-rank projector ``(m, r)`` of a kernel ``(m, n)`` sharded ``P('x', None)`` gets
    ``P('x', None)``; its ``(r, n)`` twin of a kernel sharded ``P(None, 'x')`` gets ``P(None, 'x')``; a
@@ -49,6 +50,9 @@ def _mirror(leaf: Any, param: Any, sharding: Any) -> Any:
   spec = _spec(sharding, param.ndim)
   if tuple(leaf.shape) == tuple(param.shape):
     return spec
+  lead = leaf.ndim - param.ndim
+  if lead > 0 and tuple(leaf.shape[lead:]) == tuple(param.shape):  # a stack of param-shaped buffers
+    return PartitionSpec(*(None,) * lead, *spec)
   axes = [
       spec[i] if i < param.ndim and leaf.shape[i] == param.shape[i] else None for i in range(leaf.ndim)
   ]

@@ -44,7 +44,8 @@ def _toy_low_rank(rank=2):
       return jnp.zeros((rank, p.shape[1])) if p.ndim == 2 else jnp.zeros(())
 
     return {"count": jnp.zeros([], jnp.int32), "left": jax.tree.map(left, params),
-            "right": jax.tree.map(right, params)}
+            "right": jax.tree.map(right, params),
+            "stack": jax.tree.map(lambda p: jnp.zeros((3, *p.shape)), params)}
 
   return optax.GradientTransformation(init, lambda u, s, p=None: (u, s))
 
@@ -55,6 +56,7 @@ def test_mirror_rules_on_non_param_shapes():
   assert out["count"] == P()
   assert out["left"] == {"b": P("x"), "w": P("x", None)}  # (16, 2): dim 0 matches, dim 1 does not
   assert out["right"] == {"b": P(), "w": P(None, "y")}  # (2, 8): dim 1 matches
+  assert out["stack"] == {"b": P(None, "x"), "w": P(None, "x", "y")}  # (3, *shape): a stack of buffers
   specs = {"b": P("x"), "w": P(None, "x")}
   assert gradtx.state_shardings(_toy_low_rank(rank=1), params, specs)["left"]["w"] == P(None, None)
 
