@@ -3,7 +3,7 @@ the single-device full-batch step.
 
 Each device gets 4 of the mixed problem's 32 examples; gradients are ``pmean``-ed across the axis, and the
 required extra arguments are computed on the device's own micro-batch (``loss_fn`` and ``value`` of the
-local mean loss, ``per_example_grads`` of the local rows). An optimizer whose update uses such per-device
+local mean loss, ``per_example_grads`` of the local rows, ``logits_fn`` of the local examples). An optimizer whose update uses such per-device
 data names its data-parallel axis keyword in ``OptimizerSpec.data_axis_arg``; the test passes the axis
 there, and the update must then equal the full-batch one (params and every state leaf, on every replica).
 """
@@ -20,7 +20,7 @@ NAMES = problems.all_names()
 N_DEVICES, STEPS, AXIS = 8, 3, "batch"
 X, Y = problems._X, problems._Y  # 32 examples
 # Extra arguments computed from the device's own examples; optimizers using them need a data axis.
-DATA_ARGS = {"loss_fn", "value", "per_example_grads"}
+DATA_ARGS = {"loss_fn", "value", "per_example_grads", "logits_fn"}
 
 
 def _example_loss(p, x, y):
@@ -38,8 +38,8 @@ def batch_extra_args(spec, params, x, y):
       out[name] = loss_fn(params)
     elif name == "per_example_grads":
       out[name] = jax.vmap(jax.grad(_example_loss), in_axes=(None, 0, 0))(params, x, y)
-    elif name == "logits_fn" and hasattr(problems, "params_as_logits"):
-      out[name] = problems.params_as_logits  # independent of the batch
+    elif name == "logits_fn":  # the mixed problem's 4 outputs as the logits of the device's examples
+      out[name] = lambda p: x @ p["kernel"].astype(jnp.float32) + p["bias"].astype(jnp.float32)
     else:
       raise NotImplementedError(
           f"test_data_parallel has no per-device provider for extra argument {name!r} of {spec.name!r}."
