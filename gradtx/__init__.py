@@ -143,6 +143,27 @@ from gradtx.schedules import scale_by_adagrad as scale_by_adagrad
 from gradtx.schedules import scale_by_adagrad_norm as scale_by_adagrad_norm
 from gradtx.schedules import smooth_grad_norms as smooth_grad_norms
 
+# scale-out
+from gradtx.distributed import state_shardings as state_shardings
+from gradtx.distributed import Compressor as Compressor
+from gradtx.distributed import random_k as random_k
+from gradtx.distributed import scaled_sign as scaled_sign
+from gradtx.distributed import top_k as top_k
+from gradtx.distributed import CompressState as CompressState
+from gradtx.distributed import EControlState as EControlState
+from gradtx.distributed import EF21State as EF21State
+from gradtx.distributed import ErrorFeedbackState as ErrorFeedbackState
+from gradtx.distributed import compress as compress
+from gradtx.distributed import compress_with_econtrol as compress_with_econtrol
+from gradtx.distributed import compress_with_error_feedback as compress_with_error_feedback
+from gradtx.zeroth_order import spsa_direction as spsa_direction
+from gradtx.zeroth_order import ScaleBySpsaState as ScaleBySpsaState
+from gradtx.zeroth_order import mezo as mezo
+from gradtx.zeroth_order import scale_by_spsa as scale_by_spsa
+from gradtx.zeroth_order import mezo_adam as mezo_adam
+from gradtx.zeroth_order import just_one_byte as just_one_byte
+from gradtx.zeroth_order import scale_by_just_one_byte as scale_by_just_one_byte
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -168,11 +189,19 @@ __all__ = [
     "ClipByAdaptiveMaxState",
     "ClipByCoordinateState",
     "ClipSpikesState",
+    "compress",
+    "compress_with_econtrol",
+    "compress_with_error_feedback",
+    "Compressor",
+    "CompressState",
     "conv_patches",
     "coordinate_norm_test",
     "create_dynamic_map",
     "dequantize_blockwise",
     "diffgrad",
+    "EControlState",
+    "EF21State",
+    "ErrorFeedbackState",
     "estimate_hessian_diag_gnb",
     "estimate_hessian_diag_hutchinson",
     "exadam",
@@ -185,6 +214,7 @@ __all__ = [
     "gradnorm_lorp",
     "HutchinsonState",
     "inner_product_test",
+    "just_one_byte",
     "lamb",
     "lars",
     "LeafMemory",
@@ -195,6 +225,8 @@ __all__ = [
     "MatrixDims",
     "memory_report",
     "MemoryReport",
+    "mezo",
+    "mezo_adam",
     "mfac",
     "next_batch_size",
     "norm_test",
@@ -213,6 +245,7 @@ __all__ = [
     "quantize_state",
     "QuantizedArray",
     "QuantizeStateState",
+    "random_k",
     "record_grad_norms",
     "recorded_grad_norms",
     "RecordGradNormsState",
@@ -234,6 +267,7 @@ __all__ = [
     "scale_by_diffgrad",
     "scale_by_exadam",
     "scale_by_frugal",
+    "scale_by_just_one_byte",
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",
@@ -242,6 +276,7 @@ __all__ = [
     "scale_by_sgdp",
     "scale_by_sophia",
     "scale_by_spam",
+    "scale_by_spsa",
     "scale_by_stable_spam",
     "scale_by_tract",
     "ScaleByAdagradNormState",
@@ -257,15 +292,20 @@ __all__ = [
     "ScaleByMFACState",
     "ScaleByRegularizedNewtonState",
     "ScaleBySophiaState",
+    "ScaleBySpsaState",
     "ScaleByStableSpamAdamState",
+    "scaled_sign",
     "sgdp",
     "signum",
     "smooth_grad_norms",
     "sophia_g",
     "sophia_h",
     "spam",
+    "spsa_direction",
     "stable_spam",
     "state_nbytes",
+    "state_shardings",
+    "top_k",
 ]
 
 

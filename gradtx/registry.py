@@ -32,6 +32,15 @@ class OptimizerSpec:
     state_per_param: human-readable state size, for the README table (e.g. ``"1 (m)"``).
     elementwise: True when the update is elementwise per parameter (step-time benchmark group).
     optax_counterpart: optional ``(factory, kwargs)`` of the closest optax optimizer, benchmarked beside it.
+    data_axis_arg: the factory keyword that names the data-parallel axis, for optimizers whose update uses
+      per-device data besides the (already averaged) gradient: extra arguments such as ``loss_fn``,
+      ``value`` or ``per_example_grads`` computed on each device's micro-batch. Given the axis, the
+      estimates made from them are averaged across it, so a ``pmap`` / ``shard_map`` data-parallel step
+      equals the single-device full-batch step. ``None``: the update depends on the data only through the
+      gradient (pmean the gradients and nothing else is needed).
+    shard_axis_arg: the factory keyword that names the axis across which every param leaf is split (FSDP
+      inside ``shard_map``), for optimizers with statistics over elements (norms, thresholds, maxima):
+      given it, partial sums are combined across the axis. ``None``: the update is elementwise.
   """
 
   name: str
@@ -45,6 +54,8 @@ class OptimizerSpec:
   state_per_param: str = ""
   elementwise: bool = True
   optax_counterpart: tuple[Callable[..., optax.GradientTransformation], Mapping[str, Any]] | None = None
+  data_axis_arg: str | None = None
+  shard_axis_arg: str | None = None
 
   def build(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
     """The optimizer under ``test_kwargs`` updated with ``overrides``."""

@@ -59,7 +59,10 @@ def _exact(tree: Any, rank: jax.Array, axis_name: reduce.AxisName) -> jax.Array:
     ok = count_at_least(tree, mid, axis_name) >= rank
     return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
 
-  lo, _ = jax.lax.fori_loop(0, 31, body, (jnp.int32(0), jnp.int32(_INF_BITS + 1)))
+  # Inside shard_map the loop carry must vary over the same mesh axes as the counts (the data's axes but
+  # axis_name): a zero made from the data and reduced like the counts has exactly that type.
+  zero = reduce.psum(jnp.zeros_like(jax.tree.leaves(tree)[0], dtype=jnp.int32, shape=()), axis_name)
+  lo, _ = jax.lax.fori_loop(0, 31, body, (zero, zero + jnp.int32(_INF_BITS + 1)))
   return lo
 
 

@@ -266,6 +266,7 @@ registry.register(
             "axis_name",
             "mask",
         ),
+        data_axis_arg="axis_name",
         state_per_param="2 (m, D² EMA)",
     )
 )

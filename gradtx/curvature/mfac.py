@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, numerics, tree, validation
+from gradtx.core import alias, numerics, reduce, tree, validation
 
 Blocks = Literal["model", "leaf"]
 
@@ -73,6 +73,7 @@ def scale_by_mfac(
     *,
     blocks: Blocks = "model",
     buffer_dtype: Any = None,
+    axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Preconditions by the inverse of the damped empirical Fisher of the last ``num_grads`` gradients (M-FAC).
 
@@ -89,6 +90,8 @@ def scale_by_mfac(
     momentum: μ in [0, 1), the official EMA of the output (0: ``v_t = u_t``).
     blocks: ``'model'`` (one Fisher over all leaves, official) or ``'leaf'`` (one per leaf).
     buffer_dtype: dtype of the window; ``None`` is float32, or float64 for f64 params.
+    axis_name: inside ``shard_map``, the axis across which the leaves are split (FSDP): the products
+      ``G g`` are summed across it, so the Gram matrix is that of the whole gradients.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; its state holds ``m`` gradients (m × #params floats).
@@ -130,7 +133,7 @@ def scale_by_mfac(
       last = state.count % num_grads
       g = jax.tree.map(lambda u, b: u.astype(b.dtype), updates, state.grads)
       buffers = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, last, 0), state.grads, g)
-      rows = jax.tree.map(_row, buffers, g)
+      rows = jax.tree.map(lambda b, x: reduce.psum(_row(b, x), axis_name), buffers, g)
 
       def apply(buffer, x, c, u):
         # HIGHEST: no TF32 on GPUs (the official code disables it too; the result cancels digits).
@@ -167,6 +170,7 @@ def mfac(
     *,
     blocks: Blocks = "model",
     buffer_dtype: Any = None,
+    axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The M-FAC optimizer in the official order: coupled decay, window + inverse Fisher, momentum, step.
 
@@ -187,6 +191,7 @@ def mfac(
     mask: tree of booleans (or a function of the params giving one) selecting the params that decay.
     blocks: see :func:`scale_by_mfac`.
     buffer_dtype: see :func:`scale_by_mfac`.
+    axis_name: see :func:`scale_by_mfac`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -209,7 +214,9 @@ def mfac(
   References:
     Frantar et al., `M-FAC <https://arxiv.org/abs/2107.03356>`_, 2021.
   """
-  direction = scale_by_mfac(num_grads, damping, momentum, blocks=blocks, buffer_dtype=buffer_dtype)
+  direction = scale_by_mfac(
+      num_grads, damping, momentum, blocks=blocks, buffer_dtype=buffer_dtype, axis_name=axis_name
+  )
   return alias.coupled(direction, learning_rate, weight_decay, mask)
 
 
@@ -221,7 +228,8 @@ registry.register(
         family="curvature",
         paper="Frantar et al., M-FAC: Efficient Matrix-Free Approximations of Second-Order Information, 2021, arXiv:2107.03356",
         reference="IST-DASLab/M-FAC@8116367 optim.py (NumPy transcription of HInvFastUpMulti)",
-        static_args=("num_grads", "blocks", "buffer_dtype", "mask"),
+        static_args=("num_grads", "blocks", "buffer_dtype", "mask", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="m + 1 (gradient window, momentum) + m²/d",
         elementwise=False,
     )

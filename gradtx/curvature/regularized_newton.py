@@ -243,6 +243,7 @@ registry.register(
         reference="epfml/grad-norm-smooth@9f4ca00 src/methods.py grad_norm_smooth (NumPy transcription, diagonal H)",
         required_extra_args=("value", "loss_fn"),
         static_args=("max_tries", "n_probes", "distribution", "seed", "axis_name", "mask"),
+        data_axis_arg="axis_name",
         state_per_param="0 (scalars only)",
         elementwise=False,
     )

@@ -376,6 +376,7 @@ registry.register(
         reference="Liuhong99/Sophia@a7e1572 sophia.py (update rule); pytorch-optimizer 4.1.0 SophiaH (fixtures)",
         required_extra_args=("loss_fn",),
         static_args=(*_STATIC, "n_probes", "distribution"),
+        data_axis_arg="axis_name",
         state_per_param="2 (m, h)",
     )
 )
@@ -390,6 +391,7 @@ registry.register(
         reference="Liuhong99/Sophia@a7e1572 sophia.py SophiaG + train_sophiag.py (NumPy transcription)",
         required_extra_args=("logits_fn",),
         static_args=_STATIC,
+        data_axis_arg="axis_name",
         state_per_param="2 (m, h)",
     )
 )

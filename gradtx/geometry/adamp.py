@@ -24,7 +24,7 @@ from typing import Any
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, validation
+from gradtx.core import alias, reduce, validation
 from gradtx.geometry import _adam
 from gradtx.geometry.radial import project_radial
 
@@ -46,6 +46,7 @@ def scale_by_adamp(
     delta: Any = 0.1,
     nesterov: bool = False,
     channel_axis: int = -1,
+    axis_name: reduce.AxisName = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -66,6 +67,8 @@ def scale_by_adamp(
     delta: δ of the cosine threshold ``δ / √(row length)``.
     nesterov: use ``β1 m_t + (1−β1) g_t`` as the numerator.
     channel_axis: output-channel axis of ``ndim > 1`` leaves (-1: Flax; 0: PyTorch).
+    axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
+      non-channel dimension (see :func:`gradtx.project_radial`).
     mu_dtype: dtype of the first moment; ``None`` keeps each param's dtype.
     nu_dtype: dtype of the second moment; ``None`` keeps each param's dtype.
 
@@ -90,6 +93,7 @@ def scale_by_adamp(
       delta=delta,
       eps=eps,
       channel_axis=channel_axis,
+      axis_name=axis_name,
   )
 
 
@@ -105,6 +109,7 @@ def adamp(
     wd_ratio: Any = 0.1,
     nesterov: bool = False,
     channel_axis: int = -1,
+    axis_name: reduce.AxisName = None,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -129,6 +134,8 @@ def adamp(
     wd_ratio: factor of the decay on projected leaves, in [0, 1].
     nesterov: use ``β1 m_t + (1−β1) g_t`` as the numerator.
     channel_axis: output-channel axis of ``ndim > 1`` leaves (-1: Flax; 0: PyTorch).
+    axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
+      non-channel dimension (see :func:`gradtx.project_radial`).
     mu_dtype: dtype of the first moment; ``None`` keeps each param's dtype.
     nu_dtype: dtype of the second moment; ``None`` keeps each param's dtype.
 
@@ -160,6 +167,7 @@ def adamp(
           weight_decay=weight_decay,
           eps=eps,
           channel_axis=channel_axis,
+          axis_name=axis_name,
           mask=mask,
       ),
       optax.scale_by_learning_rate(learning_rate),
@@ -175,7 +183,8 @@ registry.register(
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant "
         "Weights, ICLR 2021, arXiv:2006.08217",
         reference="clovaai/AdamP@146287bf adamp/adamp.py (NumPy transcription, tests/geometry/reference.py)",
-        static_args=("mask", "nesterov", "channel_axis", "mu_dtype", "nu_dtype"),
+        static_args=("mask", "nesterov", "channel_axis", "mu_dtype", "nu_dtype", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         elementwise=False,
         optax_counterpart=(optax.adamw, {"learning_rate": 0.1, "weight_decay": 0.0}),

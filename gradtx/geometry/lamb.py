@@ -185,6 +185,7 @@ registry.register(
         "arXiv:1904.00962",
         reference="paper Algorithm 2 (NumPy transcription, tests/geometry/reference.py); optax 0.2.8 lamb",
         static_args=("mask", "trust_ratio_mask", "mu_dtype", "nu_dtype", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         elementwise=False,
         optax_counterpart=(optax.lamb, {"learning_rate": 0.02}),

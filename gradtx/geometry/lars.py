@@ -198,6 +198,7 @@ registry.register(
         reference="paper Algorithm 1 (NumPy transcription, tests/geometry/reference.py); "
         "pytorch-optimizer 4.1.0 LARS",
         static_args=("mask", "trust_ratio_mask", "nesterov", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="1 (momentum)",
         elementwise=False,
         optax_counterpart=(optax.lars, {"learning_rate": 0.1, "trust_coefficient": 0.1}),

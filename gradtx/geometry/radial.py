@@ -19,9 +19,12 @@ Where gradtx differs from the reference:
     ``Dense`` / ``Conv`` kernels put them last (-1, the default here).
   * Rows are reduced in place (sums over every axis but ``channel_axis``, with ``keepdims``) rather than
     reshaped to ``(C, -1)``: same numbers, and under ``jit`` a leaf sharded on any axis (auto or explicit
-    mesh) is neither gathered nor resharded. The statistics are those of the leaf the update sees, so inside
-    ``shard_map`` they would be per shard: there is no ``axis_name`` (a row may be split across devices or
-    not, depending on which axis is sharded), so project outside the map or pass whole leaves.
+    mesh) is neither gathered nor resharded. Inside ``shard_map`` the statistics are those of the block the
+    update sees unless ``axis_name`` is given: then every ``ndim > 1`` leaf is taken to be split across that
+    axis along a non-channel dimension (FSDP over a Flax kernel's input dimension), and the row sums are
+    summed across it. A leaf split along its channel axis is not supported inside ``shard_map`` (its rows
+    are whole but the maximum over channels and the layer view would need the other shards): project
+    under ``jit`` on global arrays instead.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradtx.core import numerics, tree, validation
+from gradtx.core import numerics, reduce, tree, validation
 from gradtx.geometry import masks
 
 
@@ -48,13 +51,13 @@ def _abs_cosine(dot, g_norm, p_norm, eps):
   return jnp.abs(dot) / (jnp.maximum(g_norm, eps) * jnp.maximum(p_norm, eps))
 
 
-def _remove_radial(u, p, p_norm, eps, axes):
+def _remove_radial(u, p, p_norm, eps, axes, axis_name):
   """``u − θ̂ Σ_row(θ̂ u)`` with ``θ̂ = θ / (‖θ_row‖ + ε)``; a row spans ``axes`` (all of them: the layer)."""
   p_hat = p / (p_norm + eps)
-  return u - p_hat * jnp.sum(p_hat * u, axis=axes, keepdims=True)
+  return u - p_hat * reduce.psum(jnp.sum(p_hat * u, axis=axes, keepdims=True), axis_name)
 
 
-def _project_leaf(g, p, u, *, delta, wd_ratio, eps, channel_axis):
+def _project_leaf(g, p, u, *, delta, wd_ratio, eps, channel_axis, axis_name=None):
   """The projected update of one ``ndim > 1`` leaf and the factor its weight decay is multiplied by.
 
   Rows are reduced in place (``keepdims``) instead of reshaping to the reference's ``(C, -1)`` view, so a
@@ -70,21 +73,21 @@ def _project_leaf(g, p, u, *, delta, wd_ratio, eps, channel_axis):
   every = tuple(range(p.ndim))
   compute = jnp.promote_types(u.dtype, jnp.float32)
   g, p, u = g.astype(compute), p.astype(compute), u.astype(compute)
-  row_len = p.size // p.shape[axis]
+  row_len = p.size // p.shape[axis] * (1 if axis_name is None else jax.lax.axis_size(axis_name))
 
-  dot = jnp.sum(g * p, axis=others, keepdims=True)
-  g_sq = jnp.sum(g * g, axis=others, keepdims=True)
-  p_sq = jnp.sum(p * p, axis=others, keepdims=True)
+  row_sums = lambda x: reduce.psum(jnp.sum(x, axis=others, keepdims=True), axis_name)
+  dot, g_sq, p_sq = row_sums(g * p), row_sums(g * g), row_sums(p * p)
   p_norm = jnp.sqrt(p_sq)
 
   cos_channel = jnp.max(_abs_cosine(dot, jnp.sqrt(g_sq), p_norm, eps))
   use_channel = cos_channel < delta / jnp.sqrt(jnp.asarray(row_len, compute))
   layer_p_norm = jnp.sqrt(jnp.sum(p_sq))
   cos_layer = _abs_cosine(jnp.sum(dot), jnp.sqrt(jnp.sum(g_sq)), layer_p_norm, eps)
-  use_layer = jnp.logical_and(~use_channel, cos_layer < delta / jnp.sqrt(jnp.asarray(p.size, compute)))
+  layer_size = row_len * p.shape[axis]
+  use_layer = jnp.logical_and(~use_channel, cos_layer < delta / jnp.sqrt(jnp.asarray(layer_size, compute)))
 
-  by_channel = _remove_radial(u, p, p_norm, eps, others)
-  by_layer = _remove_radial(u, p, layer_p_norm, eps, every)
+  by_channel = _remove_radial(u, p, p_norm, eps, others, axis_name)
+  by_layer = _remove_radial(u, p, layer_p_norm, eps, every, axis_name)
   projected = jnp.where(use_channel, by_channel, jnp.where(use_layer, by_layer, u))
   wd_scale = jnp.where(jnp.logical_or(use_channel, use_layer), jnp.asarray(wd_ratio, compute), 1.0)
   return projected, wd_scale
@@ -99,6 +102,7 @@ def project_radial(
     eps: Any = 1e-8,
     channel_axis: int = -1,
     mask: Any | Callable[[optax.Params], Any] | None = None,
+    axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Removes the radial component of ``inner``'s update on scale-invariant weights (AdamP / SGDP).
 
@@ -135,6 +139,8 @@ def project_radial(
       layouts.
     mask: tree of booleans (or a function of the params giving one; a prefix tree is broadcast) selecting
       the leaves that decay. The projection applies to every ``ndim > 1`` leaf, as in the reference.
+    axis_name: inside ``shard_map``, the mesh axis across which every ``ndim > 1`` leaf is split along a
+      non-channel dimension; the per-row statistics are then summed across it (see the module docstring).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.
@@ -175,7 +181,7 @@ def project_radial(
       def one(g, p, u, decays_leaf):
         if p.ndim > 1:
           u_new, wd_scale = _project_leaf(
-              g, p, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis
+              g, p, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis, axis_name=axis_name
           )
         else:
           u_new, wd_scale = u.astype(jnp.promote_types(u.dtype, jnp.float32)), 1.0

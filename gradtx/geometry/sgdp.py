@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, validation
+from gradtx.core import alias, reduce, validation
 from gradtx.geometry import _momentum
 from gradtx.geometry.radial import project_radial
 
@@ -45,6 +45,7 @@ def scale_by_sgdp(
     eps: Any = 1e-8,
     delta: Any = 0.1,
     channel_axis: int = -1,
+    axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The SGDP direction: the reference's momentum with the radial projection, no decay, no lr.
 
@@ -60,6 +61,8 @@ def scale_by_sgdp(
     eps: ε of the cosine and the normalized weights (> 0).
     delta: δ of the cosine threshold ``δ / √(row length)``.
     channel_axis: output-channel axis of ``ndim > 1`` leaves (-1: Flax; 0: PyTorch).
+    axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
+      non-channel dimension (see :func:`gradtx.project_radial`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.
@@ -79,7 +82,8 @@ def scale_by_sgdp(
     <https://arxiv.org/abs/2006.08217>`_, 2021.
   """
   return project_radial(
-      _checked_momentum(momentum, dampening, nesterov), delta=delta, eps=eps, channel_axis=channel_axis
+      _checked_momentum(momentum, dampening, nesterov), delta=delta, eps=eps, channel_axis=channel_axis,
+      axis_name=axis_name,
   )
 
 
@@ -95,6 +99,7 @@ def sgdp(
     delta: Any = 0.1,
     wd_ratio: Any = 0.1,
     channel_axis: int = -1,
+    axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The SGDP optimizer, as the official code: momentum SGD, radial projection, decay over ``1 − μ``.
 
@@ -118,6 +123,8 @@ def sgdp(
     delta: δ of the cosine threshold ``δ / √(row length)``.
     wd_ratio: factor of the decay on projected leaves, in [0, 1].
     channel_axis: output-channel axis of ``ndim > 1`` leaves (-1: Flax; 0: PyTorch).
+    axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
+      non-channel dimension (see :func:`gradtx.project_radial`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.
@@ -155,6 +162,7 @@ def sgdp(
           weight_decay=scaled_decay,
           eps=eps,
           channel_axis=channel_axis,
+          axis_name=axis_name,
           mask=mask,
       ),
       optax.scale_by_learning_rate(learning_rate),
@@ -170,7 +178,8 @@ registry.register(
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant "
         "Weights, ICLR 2021, arXiv:2006.08217",
         reference="clovaai/AdamP@146287bf adamp/sgdp.py (NumPy transcription, tests/geometry/reference.py)",
-        static_args=("mask", "nesterov", "channel_axis"),
+        static_args=("mask", "nesterov", "channel_axis", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="1 (momentum buffer)",
         elementwise=False,
         optax_counterpart=(optax.sgd, {"learning_rate": 2e-3, "momentum": 0.9}),

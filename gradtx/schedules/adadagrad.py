@@ -215,6 +215,7 @@ registry.register(
         static_args=_STATIC,
         state_per_param="1 (v) + transient per-example gradients",
         elementwise=False,
+        data_axis_arg="axis_name",
     )
 )
 
@@ -230,5 +231,6 @@ registry.register(
         static_args=_STATIC,
         state_per_param="0 (one scalar) + transient per-example gradients",
         elementwise=False,
+        data_axis_arg="axis_name",
     )
 )

@@ -208,6 +208,7 @@ registry.register(
         "arXiv:1806.01811",
         reference="timlautk/AdAdaGrad@cc126fb (base optimizers); paper's scalar AdaGrad-Norm",
         static_args=("mask", "axis_name"),
+        shard_axis_arg="axis_name",
         state_per_param="0 (one scalar)",
         elementwise=False,
     )

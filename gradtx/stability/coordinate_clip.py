@@ -303,6 +303,7 @@ registry.register(
         "arXiv:2306.00204",
         reference="panyan7/adam-vs-sgd@d85d3a1f torch_optimizer/adam_clip.py (AdamClip, foreach path)",
         static_args=("method", "axis_name", "mask"),
+        shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         elementwise=False,
         optax_counterpart=(optax.adam, {"learning_rate": 0.1}),

@@ -13,8 +13,10 @@ optax#337 / PR #369); gradtx writes its own because optax's version
     of step ``t`` does not depend on how the state was restored.
 
 The noise is drawn in float32 and cast to each update's dtype. With the same seed every replica draws the
-same noise; under ``shard_map`` every shard of a sharded tensor draws from the same key (so shards get the
-same noise pattern): add the noise outside ``shard_map`` (under ``jit`` on global arrays) if that matters.
+same noise (data parallelism: the replicas' updates stay equal). Inside ``shard_map`` over an axis across
+which the tensors are split, every shard would draw its block from the same key, so the blocks would repeat;
+``axis_name`` folds the shard's index on that axis into the key, so each block is independent (a different
+realization from the unsharded run, with the same distribution).
 gradtx registers no ``noisy_*`` optimizers: ``optax.chain(gradtx.add_gradient_noise(...), any_optimizer)``
 is the whole method, and ``optax.noisy_sgd`` already names the SGD case.
 """
@@ -27,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradtx.core import tree, validation
+from gradtx.core import reduce, tree, validation
 
 
 class AddGradientNoiseState(NamedTuple):
@@ -37,7 +39,9 @@ class AddGradientNoiseState(NamedTuple):
   key: jax.Array
 
 
-def add_gradient_noise(eta: float = 0.01, gamma: float = 0.55, *, seed: int = 0) -> optax.GradientTransformationExtraArgs:
+def add_gradient_noise(
+    eta: float = 0.01, gamma: float = 0.55, *, seed: int = 0, axis_name: reduce.AxisName = None
+) -> optax.GradientTransformationExtraArgs:
   r"""Adds annealed Gaussian noise to the updates: ``g + N(0, η / (1 + t)^γ)``.
 
   .. math::
@@ -49,6 +53,8 @@ def add_gradient_noise(eta: float = 0.01, gamma: float = 0.55, *, seed: int = 0)
     eta: η >= 0, the initial variance (paper: one of 0.01, 0.3, 1.0).
     gamma: γ >= 0, the annealing exponent (paper: 0.55).
     seed: int seed of the noise; the key of step ``t`` is ``fold_in(PRNGKey(seed), t)``.
+    axis_name: inside ``shard_map``, the axis across which the updates are split; each shard folds its
+      index into the key. Leave it ``None`` for the data-parallel axis, where replicas must agree.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; put it first in a chain (the paper adds the noise to the
@@ -80,7 +86,10 @@ def add_gradient_noise(eta: float = 0.01, gamma: float = 0.55, *, seed: int = 0)
       t = state.count.astype(jnp.float32)
       std = jnp.sqrt(jnp.asarray(eta, jnp.float32) / (1.0 + t) ** jnp.asarray(gamma, jnp.float32))
       leaves, treedef = jax.tree.flatten(updates)
-      keys = jax.random.split(jax.random.fold_in(state.key, state.count), max(len(leaves), 1))
+      key = jax.random.fold_in(state.key, state.count)
+      if axis_name is not None:
+        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+      keys = jax.random.split(key, max(len(leaves), 1))
       noisy = [
           (g.astype(jnp.float32) + std * jax.random.normal(k, g.shape, jnp.float32)).astype(g.dtype)
           for g, k in zip(leaves, keys)

@@ -305,6 +305,7 @@ registry.register(
         "arXiv:2501.06842",
         reference="TianjinYellow/SPAM-Optimizer@e8185fbe galore_torch/SPAM.py; pytorch-optimizer 4.1.0 SPAM",
         static_args=("reset_period", "warmup_steps", "accumulation_steps", "axis_name", "mask"),
+        shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),
     )

@@ -415,6 +415,7 @@ registry.register(
         reference="TianjinYellow/StableSPAM@6a66da1e galore_torch/stablespam.py; pytorch-optimizer 4.1.0 "
         "StableSPAM",
         static_args=("reset_period", "total_steps", "bias_correction", "axis_name", "mask"),
+        shard_axis_arg="axis_name",
         state_per_param="2 (m, v) + 3 scalars per tensor",
         elementwise=False,
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),
