@@ -8,7 +8,9 @@ every state leaf where it belongs. The rules, first match wins:
 2. On an Explicit mesh, the sharding type ``jax.eval_shape(tx.init, params)`` gives the leaf: the sharding
    that ``tx.init`` and ``tx.update`` themselves produce.
 3. A leaf inside a subtree with the params' structure (``mu``, ``nu``, per-param projectors, quantized
-   blocks, ...; masked-out ``None`` / ``optax.MaskedNode`` holes allowed) mirrors its param: the param's
+   blocks, ...; masked-out ``None`` / ``optax.MaskedNode`` holes allowed), or inside a per-param record (a
+   ``NamedTuple`` at a param's position of a params container, as ``project_low_rank``'s
+   ``leaves[...]``) mirrors its param: the param's
    sharding when the shapes agree; a stack ``(k, *param.shape)`` (ring buffers of past gradients) adds
    unsharded leading axes; otherwise, dimension by dimension, the param's mesh axis where the
    state leaf's dimension has the size of the param's dimension at the same position, and no axis
@@ -36,6 +38,10 @@ def _is_hole(x: Any) -> bool:
 
 def _holes_structure(tree: Any) -> Any:
   return jax.tree.structure(tree, is_leaf=_is_hole)
+
+
+def _is_namedtuple(x: Any) -> bool:
+  return isinstance(x, tuple) and hasattr(type(x), "_fields")
 
 
 def _spec(sharding: Any, ndim: int) -> PartitionSpec:
@@ -119,8 +125,20 @@ def state_shardings(
   abstract_state = jax.eval_shape(tx.init, abstract_params)
   explicit = mesh is not None and AxisType.Explicit in tuple(getattr(mesh, "axis_types", ()))
 
+  def per_param_records(x):
+    """``x``'s subtrees at the params' positions, when ``x`` is a params container of per-param records."""
+    if isinstance(x, jax.ShapeDtypeStruct) or x is abstract_state:
+      return None
+    try:
+      subtrees = params_def.flatten_up_to(x)
+    except (TypeError, ValueError):
+      return None
+    if all(_is_hole(t) or isinstance(t, jax.ShapeDtypeStruct) or _is_namedtuple(t) for t in subtrees):
+      return subtrees
+    return None
+
   def is_param_tree(x):
-    return _is_hole(x) or _holes_structure(x) == params_def
+    return _is_hole(x) or _holes_structure(x) == params_def or per_param_records(x) is not None
 
   def finish(path, leaf, fallback):
     if _is_hole(leaf):
@@ -138,7 +156,16 @@ def state_shardings(
     if _is_hole(node):
       return node
     if _holes_structure(node) != params_def:
-      return finish(path, node, PartitionSpec())
+      records = per_param_records(node)
+      if records is None:
+        return finish(path, node, PartitionSpec())
+      mirrored = [
+          jax.tree_util.tree_map_with_path(
+              lambda sub, leaf, p=p, s=s, pp=pp: finish(path + pp + sub, leaf, _mirror(leaf, p, s)),
+              record, is_leaf=_is_hole)
+          for record, p, s, pp in zip(records, flat_params, flat_shardings, param_paths)
+      ]
+      return params_def.unflatten(mirrored)
     flat_nodes = params_def.flatten_up_to(node)
     leaves = [
         finish(path + param_path, leaf, _mirror(leaf, p, s))

@@ -233,6 +233,7 @@ registry.register(
         factory=frugal,
         test_kwargs={"learning_rate": 0.05, "rho": 0.5, "update_every": 10, "subspace": "columns"},
         family="lowrank",
+        data_axis_arg="axis_name",
         paper="Zmushko et al., FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training, ICML 2025, arXiv:2411.07837",
         reference="FRUGAL supplementary code (hungquangbui02022003/FRUGAL) frugal/proj_optimizer_templates.py",
         static_args=("rho", "update_every", "subspace", "state_full", "state_free", "reset", "side",

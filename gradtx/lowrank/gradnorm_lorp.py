@@ -217,6 +217,7 @@ registry.register(
         factory=gradnorm_lorp,
         test_kwargs={"learning_rate": 0.05, "rank": 3, "update_every": 10},
         family="lowrank",
+        data_axis_arg="axis_name",
         paper="Huang et al., Gradient Weight-normalized Low-rank Projection for Efficient LLM Training, AAAI 2025, arXiv:2412.19616",
         reference="Jhhuangkay/Gradient-Weight-normalized-Low-rank-Projection-for-Efficient-LLM-Training@4033ee2 GradNormLoRP/LowRankWeightNormAdamW.py",
         static_args=("rank", "update_every", "reset_magnitude", "radial", "dimension_numbers", "projection_mask",
