@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/memory.py
 
-# Regenerates tests/fidelity/fixtures/*.npz; installs its PyTorch oracle into .venv-oracle only when run.
+# Regenerates tests/fidelity/fixtures/*.npz and tests/quantization/fixtures/; installs the PyTorch oracle
+# into .venv-oracle only when run.
 fixtures:
 	$(PYTHON) tests/fidelity/make_fixtures.py
+	$$($(PYTHON) -c "import sys; sys.path.insert(0, 'tests/fidelity'); import make_fixtures; print(make_fixtures.oracle_python())") tests/quantization/make_fixtures.py

@@ -9,6 +9,28 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# curvature
+from gradtx.core.hvp import fill_masked_leaves as fill_masked_leaves
+from gradtx.curvature import GaussNewtonBartlettState as GaussNewtonBartlettState
+from gradtx.curvature import HutchinsonState as HutchinsonState
+from gradtx.curvature import ScaleByAdaHessianState as ScaleByAdaHessianState
+from gradtx.curvature import ScaleByMFACState as ScaleByMFACState
+from gradtx.curvature import ScaleByRegularizedNewtonState as ScaleByRegularizedNewtonState
+from gradtx.curvature import ScaleBySophiaState as ScaleBySophiaState
+from gradtx.curvature import adahessian as adahessian
+from gradtx.curvature import conv_patches as conv_patches
+from gradtx.curvature import estimate_hessian_diag_gnb as estimate_hessian_diag_gnb
+from gradtx.curvature import estimate_hessian_diag_hutchinson as estimate_hessian_diag_hutchinson
+from gradtx.curvature import mfac as mfac
+from gradtx.curvature import regularized_newton as regularized_newton
+from gradtx.curvature import scale_by_adahessian as scale_by_adahessian
+from gradtx.curvature import scale_by_mfac as scale_by_mfac
+from gradtx.curvature import scale_by_regularized_newton as scale_by_regularized_newton
+from gradtx.curvature import scale_by_sophia as scale_by_sophia
+from gradtx.curvature import scale_by_tract as scale_by_tract
+from gradtx.curvature import sophia_g as sophia_g
+from gradtx.curvature import sophia_h as sophia_h
+
 # geometry
 from gradtx.geometry import ProjectRadialState as ProjectRadialState
 from gradtx.geometry import ScaleByLarsTrustRatioState as ScaleByLarsTrustRatioState
@@ -44,6 +66,17 @@ from gradtx.sign_momentum import ScaleByLionState as ScaleByLionState
 from gradtx.sign_momentum import lion as lion
 from gradtx.sign_momentum import scale_by_lion as scale_by_lion
 from gradtx.sign_momentum import signum as signum
+
+# state compression
+from gradtx.quantization import QuantizedArray as QuantizedArray
+from gradtx.quantization import QuantizeStateState as QuantizeStateState
+from gradtx.quantization import adabelief_8bit as adabelief_8bit
+from gradtx.quantization import adamw_8bit as adamw_8bit
+from gradtx.quantization import create_dynamic_map as create_dynamic_map
+from gradtx.quantization import dequantize_blockwise as dequantize_blockwise
+from gradtx.quantization import lion_8bit as lion_8bit
+from gradtx.quantization import quantize_blockwise as quantize_blockwise
+from gradtx.quantization import quantize_state as quantize_state
 
 # clipping and stability
 from gradtx.stability import ScaleByAGVMState as ScaleByAGVMState
@@ -98,11 +131,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "adabelief",
+    "adabelief_8bit",
     "adadagrad",
     "adadagrad_norm",
     "adagrad_norm",
+    "adahessian",
     "adam_coordinate_clipped",
     "adamp",
+    "adamw_8bit",
     "adaptive_batch_size",
     "AdaptiveBatchSizeState",
     "add_gradient_noise",
@@ -114,18 +150,28 @@ __all__ = [
     "ClipByAdaptiveMaxState",
     "ClipByCoordinateState",
     "ClipSpikesState",
+    "conv_patches",
     "coordinate_norm_test",
+    "create_dynamic_map",
+    "dequantize_blockwise",
     "diffgrad",
+    "estimate_hessian_diag_gnb",
+    "estimate_hessian_diag_hutchinson",
     "exadam",
     "exclude_bias_and_norm",
+    "fill_masked_leaves",
+    "GaussNewtonBartlettState",
+    "HutchinsonState",
     "inner_product_test",
     "lamb",
     "lars",
     "LeafMemory",
     "linear_decay",
     "lion",
+    "lion_8bit",
     "memory_report",
     "MemoryReport",
+    "mfac",
     "next_batch_size",
     "norm_test",
     "normalize_by_norm_ema",
@@ -135,17 +181,23 @@ __all__ = [
     "orthogonality_test",
     "project_radial",
     "ProjectRadialState",
+    "quantize_blockwise",
+    "quantize_state",
+    "QuantizedArray",
+    "QuantizeStateState",
     "record_grad_norms",
     "recorded_grad_norms",
     "RecordGradNormsState",
     "refined_schedule",
     "refined_schedule_values",
     "registry",
+    "regularized_newton",
     "rescale_learning_rate",
     "reset_state_every",
     "ResetStateEveryState",
     "scale_by_adagrad",
     "scale_by_adagrad_norm",
+    "scale_by_adahessian",
     "scale_by_adam_coordinate_clipped",
     "scale_by_adamp",
     "scale_by_agvm",
@@ -155,11 +207,16 @@ __all__ = [
     "scale_by_lamb_trust_ratio",
     "scale_by_lars_trust_ratio",
     "scale_by_lion",
+    "scale_by_mfac",
+    "scale_by_regularized_newton",
     "scale_by_sgdp",
+    "scale_by_sophia",
     "scale_by_spam",
     "scale_by_stable_spam",
+    "scale_by_tract",
     "ScaleByAdagradNormState",
     "ScaleByAdagradState",
+    "ScaleByAdaHessianState",
     "ScaleByAdamCoordinateClippedState",
     "ScaleByAGVMState",
     "ScaleByBeliefState",
@@ -167,11 +224,26 @@ __all__ = [
     "ScaleByExAdamState",
     "ScaleByLarsTrustRatioState",
     "ScaleByLionState",
+    "ScaleByMFACState",
+    "ScaleByRegularizedNewtonState",
+    "ScaleBySophiaState",
     "ScaleByStableSpamAdamState",
     "sgdp",
     "signum",
     "smooth_grad_norms",
+    "sophia_g",
+    "sophia_h",
     "spam",
     "stable_spam",
     "state_nbytes",
 ]
+
+
+def __getattr__(name: str):
+  # Flax is an optional dependency: the nnx layer is imported only when asked for (and left out of
+  # __all__, so that ``from gradtx import *`` does not import Flax).
+  if name == "StableEmbedding":
+    from gradtx.quantization.embedding import StableEmbedding  # pylint: disable=import-outside-toplevel
+
+    return StableEmbedding
+  raise AttributeError(f"module 'gradtx' has no attribute {name!r}")

@@ -53,6 +53,11 @@ DEMO_LEARNING_RATES = {
     "exadam": 3e-3,
     "adamp": 3e-3,
     "lamb": 1e-2,  # the trust ratio makes this a relative step per layer
+    "sgdp": 0.1,  # SGD with momentum 0.9 (registry test_kwargs) needs a much larger step than Adam
+    "lars": 0.1,
+    "spam": 3e-3,
+    "stable_spam": 3e-3,
+    "adam_coordinate_clipped": 3e-3,
 }
 
 

@@ -46,3 +46,22 @@ def global_norm(tree: Any, axis_name: AxisName = None) -> jax.Array:
     return jnp.zeros((), jnp.float32)
   total = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves)
   return jnp.sqrt(psum(total, axis_name))
+
+
+def as_varying(tree: Any, axis_name: AxisName) -> Any:
+  """Marks replicated (axis-invariant) leaves as varying over ``axis_name``; identity when ``axis_name`` is None.
+
+  Inside ``shard_map`` (with ``check_vma``), differentiating a per-replica loss with respect to replicated params
+  sums the gradient over the axis implicitly. Differentiating at ``as_varying(params)`` gives each replica its
+  own gradient instead, so a following ``pmean`` yields the full-batch mean under ``shard_map`` and ``pmap``
+  alike.
+  """
+  if axis_name is None:
+    return tree
+  axes = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+
+  def one(x):
+    missing = tuple(a for a in axes if a not in getattr(jax.typeof(x), "vma", frozenset()))
+    return jax.lax.pcast(x, missing, to="varying") if missing else x
+
+  return jax.tree.map(one, tree)

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from gradtx import registry
-from gradtx.core import numerics, reduce, topk, tree, validation
+from gradtx.core import alias, numerics, reduce, topk, tree, validation
 
 
 class ClipByCoordinateState(NamedTuple):
@@ -285,14 +285,11 @@ def adam_coordinate_clipped(
     Pan and Li, `Toward Understanding Why Adam Converges Faster Than SGD for Transformers
     <https://arxiv.org/abs/2306.00204>`_, 2023.
   """
-  validation.check_schedule("learning_rate", learning_rate)
-  validation.check_schedule("weight_decay", weight_decay)
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, mask),
-      scale_by_adam_coordinate_clipped(
-          b1, b2, eps, fraction, threshold_scale, method=method, axis_name=axis_name
-      ),
-      optax.scale_by_learning_rate(learning_rate),
+  return alias.coupled(
+      scale_by_adam_coordinate_clipped(b1, b2, eps, fraction, threshold_scale, method=method, axis_name=axis_name),
+      learning_rate,
+      weight_decay,
+      mask,
   )
 
 

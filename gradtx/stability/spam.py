@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import decay, numerics, reduce, topk, tree, validation
+from gradtx.core import alias, numerics, reduce, topk, tree, validation
 from gradtx.stability.reset import reset_state_every
 
 
@@ -292,7 +292,7 @@ def spam(
       accumulation_steps=accumulation_steps,
       axis_name=axis_name,
   )
-  return decay.decoupled_after_step(direction, learning_rate, weight_decay, mask)
+  return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
 
 registry.register(

@@ -69,10 +69,24 @@ PROBLEMS = {
 CONVERGENCE_STEPS = 300
 
 
+def params_as_logits(params: Any) -> jax.Array:
+  """The ``logits_fn`` of every problem: each visible param entry θ_j is one example of a two-class softmax.
+
+  Logits are ``[θ_j, 0]`` for the entries of all leaves (``jax.tree.leaves`` order, so masked-out
+  ``optax.MaskedNode`` / ``None`` leaves are skipped), shape ``(#entries, 2)``. It is defined for every problem
+  and every (sub)tree an optimizer may see, and its Gauss-Newton diagonal ``σ(θ_j)(1 − σ(θ_j)) / #entries`` is
+  positive and smooth; it is not the Hessian of the problem's loss, so Sophia-G runs on these problems as a
+  preconditioned, clipped method with an unrelated (but valid) curvature estimate.
+  """
+  theta = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(params)])
+  return jnp.stack([theta, jnp.zeros_like(theta)], axis=-1)
+
+
 def extra_args(spec: gradtx.OptimizerSpec, loss: Callable[[Any], jax.Array], params: Any) -> dict[str, Any]:
   """The required extra arguments of ``spec`` for a problem with loss ``loss`` at ``params``.
 
   A new extra-argument name needs a provider here; an unknown name fails loudly rather than skipping.
+  ``logits_fn`` is :func:`params_as_logits` (independent of ``loss``).
   """
   out = {}
   for name in spec.required_extra_args:
@@ -80,6 +94,8 @@ def extra_args(spec: gradtx.OptimizerSpec, loss: Callable[[Any], jax.Array], par
       out[name] = loss
     elif name == "value":
       out[name] = loss(params)
+    elif name == "logits_fn":
+      out[name] = params_as_logits
     elif name == "per_example_grads":
       # Two rows that average to the gradient: a minimal per-example batch (leading axis on every leaf).
       grads = jax.grad(loss)(params)
