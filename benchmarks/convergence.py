@@ -45,16 +45,24 @@ from llama_shapes import header  # noqa: E402
 
 BASELINE = "optax.adamw"
 PROVIDED_EXTRA_ARGS = ("loss_fn", "logits_fn", "value")
-#: Centre of each optimizer's sweep, per task: from a coarse sweep on each task (sign methods step 3-10x
-#: below Adam; trust-ratio methods take relative steps; AdaGrad-Norm's is a distance).
+#: Centre of each optimizer's sweep, per task, from earlier sweeps on each task (sign methods and Sophia step
+#: 3-10x below Adam; trust-ratio methods take relative steps; AdaGrad-Norm's is a distance). 8-bit optimizers
+#: share their float32 twin's.
 CENTRE_LR = {
-    "charlm": {BASELINE: 3e-3, "lion": 1e-3, "signum": 1e-3, "adabelief": 3e-3, "diffgrad": 3e-3, "exadam": 3e-3,
-               "adamp": 3e-3, "lamb": 1e-2, "lars": 3e-2, "sgdp": 0.1, "adam_coordinate_clipped": 3e-3,
-               "spam": 3e-3, "stable_spam": 3e-3, "adagrad_norm": 1.0},
-    "digits": {BASELINE: 3e-2, "lion": 1e-3, "signum": 3e-3, "adabelief": 3e-2, "diffgrad": 1e-2, "exadam": 3e-3,
-               "adamp": 3e-2, "lamb": 1e-2, "lars": 0.3, "sgdp": 0.3, "adam_coordinate_clipped": 3e-2,
-               "spam": 1e-2, "stable_spam": 1e-2, "adagrad_norm": 3.0},
+    "charlm": {BASELINE: 3e-3, "adamw_8bit": 3e-3, "lion": 1e-3, "lion_8bit": 1e-3, "signum": 1e-3,
+               "adabelief": 1e-2, "adabelief_8bit": 1e-2, "diffgrad": 3e-3, "exadam": 1e-3, "adamp": 3e-3,
+               "lamb": 1e-2, "lars": 1.0, "sgdp": 0.1, "adam_coordinate_clipped": 3e-2, "spam": 1e-3,
+               "stable_spam": 3e-3, "adagrad_norm": 1.0, "sophia_h": 1e-3, "sophia_g": 1e-3, "adahessian": 0.05,
+               "mfac": 1e-3, "regularized_newton": 1.0},
+    "digits": {BASELINE: 3e-2, "adamw_8bit": 3e-2, "lion": 1e-3, "lion_8bit": 1e-3, "signum": 3e-3,
+               "adabelief": 3e-2, "adabelief_8bit": 3e-2, "diffgrad": 1e-2, "exadam": 3e-3, "adamp": 3e-2,
+               "lamb": 1e-2, "lars": 0.3, "sgdp": 0.3, "adam_coordinate_clipped": 3e-2, "spam": 1e-2,
+               "stable_spam": 1e-2, "adagrad_norm": 3.0, "sophia_h": 3e-3, "sophia_g": 3e-3, "adahessian": 0.15,
+               "mfac": 1e-3, "regularized_newton": 1.0},
 }
+#: Arguments other than the learning rate (registry defaults otherwise). M-FAC's default window of 1024
+#: gradients would hold 1024 copies of the parameters (1.1 GB for the CharLM) and dominate the run time.
+EXTRA_KWARGS = {"mfac": {"num_grads": 32}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +199,7 @@ class Run:
 def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
   if name == BASELINE:
     return optax.adamw(learning_rate)
-  return gradtx.OPTIMIZERS[name].factory(learning_rate=learning_rate)
+  return gradtx.OPTIMIZERS[name].factory(learning_rate=learning_rate, **EXTRA_KWARGS.get(name, {}))
 
 
 class Trainer:
@@ -417,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
       f"(every {size.eval_every} steps) at which the validation loss reaches AdamW's last one (mean over seeds)",
       "ms/step: jitted forward + backward + update, median over the sweep; compare within one run only "
       "(the machine may be shared)",
+      *[f"`{n}` runs with {kw} (see `EXTRA_KWARGS`)" for n, kw in EXTRA_KWARGS.items() if n in names],
       *[f"skipped {note}" for note in skipped],
   ])]
   for t in tasks:

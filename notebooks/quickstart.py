@@ -176,16 +176,17 @@ def loss(model, x, y):
 # %% [markdown]
 # `nnx.Optimizer(model, tx, wrt=nnx.Param)` holds the optimizer state next to the model.
 # `optimizer.update(model, grads, **extra)` forwards keyword arguments to `tx.update`: optimizers that need
-# more than the gradient (Sophia-H and AdaHessian need `loss_fn`, a function of the parameters) get it here,
-# and all others ignore it, so the same training step serves every optimizer.
+# more than the gradient get it here (Sophia-H and AdaHessian need `loss_fn`, the parameters → the batch
+# loss; Sophia-G needs `logits_fn`), and all others ignore it, so one training step serves every optimizer.
 
 # %%
 @nnx.jit
 def train_step(model, optimizer, x, y):
   value, grads = nnx.value_and_grad(loss)(model, x, y)
   graphdef, _, rest = nnx.split(model, nnx.Param, ...)
-  loss_fn = lambda params: loss(nnx.merge(graphdef, params, rest, copy=True), x, y)
-  optimizer.update(model, grads, loss_fn=loss_fn, value=value)
+  as_model = lambda params: nnx.merge(graphdef, params, rest, copy=True)
+  optimizer.update(model, grads, value=value, loss_fn=lambda params: loss(as_model(params), x, y),
+                   logits_fn=lambda params: as_model(params)(x))
   return value
 
 
@@ -238,11 +239,12 @@ for name, spec in gradtx.OPTIMIZERS.items():
 # Learning rates differ between methods (sign methods take smaller steps; trust-ratio methods take
 # relative ones), so each gets one that suits this MLP (from a sweep on it); the rest take Adam's. The
 # small run trains four of them; the full run trains every one whose extra arguments this training step
-# provides (`loss_fn`, `value`).
+# provides (`value`, `loss_fn`, `logits_fn`).
 
 # %%
-DIGITS_LEARNING_RATES = {"lion": 1e-3, "signum": 1e-3, "lamb": 1e-2, "lars": 3e-2, "sgdp": 0.1, "adagrad_norm": 1.0}
-PROVIDED = {"loss_fn", "value"}
+DIGITS_LEARNING_RATES = {"lion": 1e-3, "lion_8bit": 1e-3, "signum": 1e-3, "lamb": 1e-2, "lars": 3e-2, "sgdp": 0.1,
+                         "adagrad_norm": 1.0, "adahessian": 0.15, "mfac": 1e-3, "regularized_newton": 1.0}
+PROVIDED = {"value", "loss_fn", "logits_fn"}
 SMALL_SELECTION = ("lion", "adabelief", "adamp", "spam")
 
 chosen = {}
