@@ -12,7 +12,7 @@ until the validation loss first reaches AdamW's final validation loss, optimizer
 step time (forward, backward and update, jitted and scanned; the machine may be shared). Writes
 ``convergence.md`` and one PNG per task to ``--out``.
 
-  python benchmarks/convergence.py                    # about 15 minutes on 2 idle cores with 16 optimizers
+  python benchmarks/convergence.py                    # about 25 minutes on 2 idle cores (22 optimizers)
   python benchmarks/convergence.py --optimizers lion,spam --tasks digits --seeds 0,1
   python benchmarks/convergence.py --size tiny        # a smoke test: seconds per optimizer
 
@@ -123,8 +123,8 @@ def charlm_task(size: Size) -> Task:
 
 class _MLP(nnx.Module):
   def __init__(self, hidden: int, rngs: nnx.Rngs):
-    self.l1, self.l2, self.l3 = nnx.Linear(64, hidden, rngs=rngs), nnx.Linear(hidden, hidden, rngs=rngs), \
-        nnx.Linear(hidden, 10, rngs=rngs)
+    self.l1, self.l2 = nnx.Linear(64, hidden, rngs=rngs), nnx.Linear(hidden, hidden, rngs=rngs)
+    self.l3 = nnx.Linear(hidden, 10, rngs=rngs)
 
   def __call__(self, x):
     return self.l3(nnx.relu(self.l2(nnx.relu(self.l1(x)))))
@@ -170,7 +170,6 @@ class Run:
   evals: list[tuple[int, dict[str, float]]] = dataclasses.field(default_factory=list)
   state_bytes: int = 0
   ms_per_step: float = math.nan
-  compile_s: float = math.nan
   error: str = ""
 
   def best(self, key: str, mode=min) -> float:
@@ -234,10 +233,7 @@ class Trainer:
 
         return jax.lax.scan(step, carry, (xs, ys))
 
-      start = time.perf_counter()
-      jitted = jax.jit(chunk, donate_argnums=0)
-      self._compiled[name] = (jitted.lower(carry, inputs, targets, jnp.float32(1.0)).compile(),
-                              time.perf_counter() - start)
+      self._compiled[name] = jax.jit(chunk, donate_argnums=0).lower(carry, inputs, targets, jnp.float32(1)).compile()
     return self._compiled[name]
 
   def run(self, run: Run, on_chunk: Callable[[int, float], None]) -> None:
@@ -249,7 +245,7 @@ class Trainer:
     state = make_optimizer(run.optimizer, self.shape).init(init)  # a schedule: same state as in the scan
     run.state_bytes = gradtx.state_nbytes(state)
     carry = jax.tree.map(jnp.copy, (init, state))  # the scan donates its carry: one fresh buffer per leaf
-    chunk, run.compile_s = self._chunk(run.optimizer, carry, inputs[:every], targets[:every])
+    chunk = self._chunk(run.optimizer, carry, inputs[:every], targets[:every])
     elapsed = 0.0
     for begin in range(0, task.steps, every):
       start = time.perf_counter()
@@ -395,11 +391,11 @@ def main(argv: list[str] | None = None) -> int:
   size = SIZES[args.size]
   built = {t: TASKS[t](size) for t in tasks}
   trainers = {t: Trainer(built[t], size.eval_every) for t in tasks}
-  total = sum(built[t].steps for t in tasks) * len(names) * len(multipliers) * len(seeds)
-  bar = tqdm(total=total, unit="step", disable=args.no_progress, mininterval=1.0, file=sys.stderr,
-             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
   runs = []
-  for t in tasks:
+  for t in tasks:  # one bar per task: their steps cost very different times
+    bar = tqdm(total=built[t].steps * len(names) * len(multipliers) * len(seeds), unit="step", mininterval=1.0,
+               disable=args.no_progress, file=sys.stderr,
+               bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} steps [{elapsed}<{remaining}]{postfix}")
     for name in names:
       for multiplier in multipliers:
         for seed in seeds:
@@ -412,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             run.error = f"{type(e).__name__}: {e}".splitlines()[0][:200]
           bar.update(built[t].steps - len(run.train_losses))
           runs.append(run)
-  bar.close()
+    bar.close()
 
   args.out.mkdir(parents=True, exist_ok=True)
   out = [header("Convergence at a small learning-rate sweep", [
