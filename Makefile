@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "Location" || true
 	$(PY) -m pip install -q -e '.[test,demo,benchmarks]' 2>&1 | grep -v "Location" || true
-	$(PY) -c "import gradtx, jax, optax, flax, orbax.checkpoint, tqdm, matplotlib"
+	$(PY) -c "import gradtx, jax, optax, flax, orbax.checkpoint, tqdm, matplotlib, sklearn"
 	touch $(STAMP)
 
 install: $(STAMP)

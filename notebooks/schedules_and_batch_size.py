@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -27,11 +28,14 @@
 #    follows its recommendation while compiling once per batch-size bucket.
 
 # %%
+# On Colab, install gradtx from its git repository (it is not on PyPI yet); elsewhere use the local copy.
 import subprocess
 import sys
 
+GRADTX_GIT_URL = "https://github.com/OWNER/gradtx"  # placeholder until the repository is public (README)
 if "google.colab" in sys.modules:
-  subprocess.run([sys.executable, "-m", "pip", "install", "-q", "gradtx"], check=True)
+  subprocess.run([sys.executable, "-m", "pip", "install", "-q", f"gradtx[notebooks] @ git+{GRADTX_GIT_URL}"],
+                 check=True)
 
 # %%
 import os
