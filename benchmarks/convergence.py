@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import pathlib
 import sys
@@ -53,16 +54,24 @@ CENTRE_LR = {
                "adabelief": 1e-2, "adabelief_8bit": 1e-2, "diffgrad": 3e-3, "exadam": 1e-3, "adamp": 3e-3,
                "lamb": 1e-2, "lars": 1.0, "sgdp": 0.1, "adam_coordinate_clipped": 3e-2, "spam": 1e-3,
                "stable_spam": 3e-3, "adagrad_norm": 1.0, "sophia_h": 1e-3, "sophia_g": 1e-3, "adahessian": 0.05,
-               "mfac": 1e-3, "regularized_newton": 1.0},
+               "mfac": 1e-3, "regularized_newton": 1.0, "galore": 1e-2, "q_galore": 1e-2, "galore_dct": 1e-2,
+               "gradnorm_lorp": 1e-2, "apollo": 1e-2, "apollo_mini": 1e-2, "frugal": 3e-3, "owlore": 3e-3,
+               "mezo_adam": 1e-3},
     "digits": {BASELINE: 3e-2, "adamw_8bit": 3e-2, "lion": 1e-3, "lion_8bit": 1e-3, "signum": 3e-3,
                "adabelief": 3e-2, "adabelief_8bit": 3e-2, "diffgrad": 1e-2, "exadam": 3e-3, "adamp": 3e-2,
                "lamb": 1e-2, "lars": 0.3, "sgdp": 0.3, "adam_coordinate_clipped": 3e-2, "spam": 1e-2,
                "stable_spam": 1e-2, "adagrad_norm": 3.0, "sophia_h": 3e-3, "sophia_g": 3e-3, "adahessian": 0.15,
-               "mfac": 1e-3, "regularized_newton": 1.0},
+               "mfac": 1e-3, "regularized_newton": 1.0, "galore": 0.1, "q_galore": 0.1, "galore_dct": 0.1,
+               "gradnorm_lorp": 0.1, "apollo": 3e-2, "apollo_mini": 3e-2, "frugal": 3e-2, "owlore": 3e-2,
+               "mezo_adam": 1e-3},
 }
 #: Arguments other than the learning rate (registry defaults otherwise). M-FAC's default window of 1024
 #: gradients would hold 1024 copies of the parameters (1.1 GB for the CharLM) and dominate the run time.
 EXTRA_KWARGS = {"mfac": {"num_grads": 32}}
+#: Low-rank optimizers train at rank ``width // RANK_DIVISOR`` (APOLLO's and GaLore's ratio for their smaller
+#: LLaMA models), except those whose rank is part of the method (APOLLO-Mini's rank 1).
+RANK_DIVISOR = 4
+FIXED_RANK = ("apollo_mini",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +104,7 @@ class Task:
   batches: Callable[[int], tuple[np.ndarray, np.ndarray]]  # seed -> (inputs, targets), leading axis = step
   evaluate: Callable[[Any], dict[str, float]]
   description: str
+  width: int  # the model width; low-rank optimizers get a quarter of it as their rank
 
 
 def charlm_task(size: Size) -> Task:
@@ -118,7 +128,8 @@ def charlm_task(size: Size) -> Task:
   return Task("charlm", size.charlm_steps, init, loss, logits, batches,
               lambda p: {"val_loss": float(val_loss(p))},
               f"CharLM d={config.d_model}, {config.num_layers} layers ({n:,} params), batch {batch}x{config.seq_len}, "
-              f"{size.charlm_steps} steps; {len(corpus.train):,} train / {len(corpus.val):,} val bytes of the stdlib")
+              f"{size.charlm_steps} steps; {len(corpus.train):,} train / {len(corpus.val):,} val bytes of the stdlib",
+              config.d_model)
 
 
 class _MLP(nnx.Module):
@@ -154,7 +165,7 @@ def digits_task(size: Size) -> Task:
   init = lambda seed: nnx.split(_MLP(size.digits_hidden, nnx.Rngs(seed)))[1]
   return Task("digits", size.digits_steps, init, loss, logits, batches, evaluate,
               f"MLP 64-{size.digits_hidden}-{size.digits_hidden}-10 on scikit-learn digits ({n_train} train / "
-              f"{len(x) - n_train} val images), batch 64, {size.digits_steps} steps")
+              f"{len(x) - n_train} val images), batch 64, {size.digits_steps} steps", size.digits_hidden)
 
 
 TASKS = {"charlm": charlm_task, "digits": digits_task}
@@ -195,10 +206,14 @@ class Run:
     return hits[0] if hits else None
 
 
-def make_optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+def make_optimizer(name: str, learning_rate, width: int) -> optax.GradientTransformation:
   if name == BASELINE:
     return optax.adamw(learning_rate)
-  return gradtx.OPTIMIZERS[name].factory(learning_rate=learning_rate, **EXTRA_KWARGS.get(name, {}))
+  factory = gradtx.OPTIMIZERS[name].factory
+  kwargs = dict(EXTRA_KWARGS.get(name, {}))
+  if "rank" in inspect.signature(factory).parameters and name not in FIXED_RANK:
+    kwargs.setdefault("rank", max(1, width // RANK_DIVISOR))
+  return factory(learning_rate=learning_rate, **kwargs)
 
 
 class Trainer:
@@ -220,7 +235,7 @@ class Trainer:
       task, shape = self.task, self.shape
 
       def chunk(carry, xs, ys, peak):
-        tx = make_optimizer(name, lambda count: peak * shape(count))
+        tx = make_optimizer(name, lambda count: peak * shape(count), task.width)
 
         def step(carry, batch):
           params, state = carry
@@ -242,7 +257,7 @@ class Trainer:
     if run.seed not in self._seeded:
       self._seeded[run.seed] = (task.init(run.seed), task.batches(run.seed))
     init, (inputs, targets) = self._seeded[run.seed]
-    state = make_optimizer(run.optimizer, self.shape).init(init)  # a schedule: same state as in the scan
+    state = make_optimizer(run.optimizer, self.shape, task.width).init(init)  # a schedule: same state as in the scan
     run.state_bytes = gradtx.state_nbytes(state)
     carry = jax.tree.map(jnp.copy, (init, state))  # the scan donates its carry: one fresh buffer per leaf
     chunk = self._chunk(run.optimizer, carry, inputs[:every], targets[:every])
@@ -411,6 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
 
   args.out.mkdir(parents=True, exist_ok=True)
+  takes_rank = [n for n in names if n != BASELINE and n not in FIXED_RANK
+                and "rank" in inspect.signature(gradtx.OPTIMIZERS[n].factory).parameters]
+  rank_note = [f"{', '.join(f'`{n}`' for n in takes_rank)} train at rank width // {RANK_DIVISOR} (CharLM: d_model; "
+               "digits: the hidden width)"] if takes_rank else []
   out = [header("Convergence at a small learning-rate sweep", [
       f"size `{args.size}`, seeds {seeds}, learning rates = centre x {multipliers}; 10% linear warm-up, then "
       "cosine decay to a tenth of the peak; the same initialization and batches for every optimizer",
@@ -422,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
       "ms/step: jitted forward + backward + update, median over the sweep; compare within one run only "
       "(the machine may be shared)",
       *[f"`{n}` runs with {kw} (see `EXTRA_KWARGS`)" for n, kw in EXTRA_KWARGS.items() if n in names],
+      *rank_note,
       *[f"skipped {note}" for note in skipped],
   ])]
   for t in tasks:

@@ -1,7 +1,7 @@
 """Optimizer-state bytes of every registered optimizer at LLaMA sizes (60M to 7B), allocating nothing.
 
 Each optimizer is built from its registry ``test_kwargs`` (with GaLore's pre-training rank for the size where
-the factory takes a ``rank`` argument), and ``gradtx.memory_report`` runs its ``init`` under
+the factory takes a ``rank`` argument; APOLLO's and APOLLO-Mini's own ranks), and ``gradtx.memory_report`` runs its ``init`` under
 ``jax.eval_shape`` on ``jax.ShapeDtypeStruct`` params. Writes ``benchmarks/results/memory.md``.
 
   python benchmarks/memory.py [--sizes 60M,130M,350M,1B,7B] [--only lion,signum] [--out PATH]
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+import jax  # noqa: E402
 import optax  # noqa: E402
 
 import gradtx  # noqa: E402
@@ -26,16 +27,39 @@ BASELINE = "optax.adamw (fp32)"
 GIB = 1024**3
 
 
-def candidates(only: list[str] | None) -> list[tuple[str, str, Callable[[int], optax.GradientTransformation]]]:
-  """(name, registry state_per_param, rank -> transformation) for the baseline and each registered optimizer."""
-  rows = [(BASELINE, "2 (mu, nu)", lambda rank: optax.adamw(1e-3))]
+#: Ranks other than GaLore's: APOLLO's scripts use a quarter of the hidden size up to 256 (256 for 1B and 7B);
+#: APOLLO-Mini's rank 1 is part of the method.
+RANK_RULES = {"apollo": ("APOLLO's", lambda galore_rank, d: min(d // 4, 256)),
+              "apollo_mini": ("its own, 1", None)}
+
+
+def candidates(only: list[str] | None) -> list[tuple[str, str, Callable[[str], optax.GradientTransformation]]]:
+  """(name, registry state_per_param, size -> transformation) for the baseline and each registered optimizer."""
+  rows = [(BASELINE, "2 (mu, nu)", lambda size: optax.adamw(1e-3))]
   for name, spec in gradtx.OPTIMIZERS.items():
     if only and name not in only:
       continue
-    takes_rank = "rank" in inspect.signature(spec.factory).parameters
-    build = (lambda rank, spec=spec: spec.build(rank=rank)) if takes_rank else (lambda rank, spec=spec: spec.build())
-    rows.append((name + (" (rank: GaLore's)" if takes_rank else ""), spec.state_per_param, build))
+    label, rule = RANK_RULES.get(name, ("GaLore's", lambda galore_rank, d: galore_rank))
+    if "rank" in inspect.signature(spec.factory).parameters:
+      if rule is None:
+        build = lambda size, spec=spec: spec.build()
+      else:
+        build = lambda size, spec=spec, rule=rule: spec.build(
+            rank=rule(LLAMA_CONFIGS[size][3], LLAMA_CONFIGS[size][0]))
+      rows.append((f"{name} (rank: {label})", spec.state_per_param, build))
+    else:
+      rows.append((name, spec.state_per_param, lambda size, spec=spec: spec.build()))
   return rows
+
+
+#: The papers' state per projected (m, n) matrix in float32 values, r the rank: GaLore's projector and two
+#: low-rank moments, APOLLO's two moments (its projection is regenerated), APOLLO-Mini's rank-1 moments and
+#: one norm. Vectors keep Adam's two full-size moments.
+PAPER_FORMULAS = {
+    "galore": ("r·min(m,n) + 2r·max(m,n)", lambda m, n, r: r * min(m, n) + 2 * r * max(m, n)),
+    "apollo": ("2r·max(m,n)", lambda m, n, r: 2 * r * max(m, n)),
+    "apollo_mini": ("2·max(m,n) + 1", lambda m, n, r: 2 * max(m, n) + 1),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
   for name, _, build in rows:
     for s in sizes:
       try:
-        reports[name, s] = gradtx.memory_report(build(LLAMA_CONFIGS[s][3]), trees[s])
+        reports[name, s] = gradtx.memory_report(build(s), trees[s])
       except Exception as e:  # noqa: BLE001  a contract failure is a result to report, not a crash
         failures.append(f"{name} at {s}: {type(e).__name__}: {str(e).splitlines()[0][:160]}")
 
@@ -71,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
       "so the machine's load does not matter",
       f"shapes: GaLore's LLaMA configs, fp32 params, vocabulary 32000, untied lm head; {sizes_line}",
       "each optimizer is built from its registry `test_kwargs`; a factory with a `rank` argument gets GaLore's "
-      "pre-training rank (60M: 128, 130M/350M: 256, 1B: 512, 7B: 1024)",
+      "pre-training rank (60M: 128, 130M/350M: 256, 1B: 512, 7B: 1024), APOLLO min(d/4, 256), APOLLO-Mini its "
+      "rank 1",
   ])]
   out += ["## State bytes per parameter (ratio to fp32 AdamW)", "",
           "| optimizer | registry state/param | " + " | ".join(sizes) + " |",
@@ -84,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
   for name, _, _ in rows:
     out.append(f"| {name} | " + " | ".join(cell(name, s, lambda r, a: f"{r.state_bytes / GIB:.3f} GiB")
                                            for s in sizes) + " |")
+  out += formula_table(trees, [s for s in sizes if s == "7B"] or sizes[-1:], only)
   if failures:
     out += ["", "## Failures (init under `jax.eval_shape` on `ShapeDtypeStruct` params)", ""]
     out += [f"- {f}" for f in failures]
@@ -93,6 +119,32 @@ def main(argv: list[str] | None = None) -> int:
   print(text)
   print(f"wrote {args.out}")
   return 1 if failures else 0
+
+
+def formula_table(trees: dict, sizes: list[str], only: list[str]) -> list[str]:
+  """Measured state of the low-rank optimizers against the papers' formulas (every 2-D leaf projected)."""
+  names = [n for n in PAPER_FORMULAS if n in gradtx.OPTIMIZERS and (not only or n in only)]
+  if not names:
+    return []
+  out = ["", "## Low-rank state against the papers' formulas", "",
+         "Every 2-D leaf projected (embeddings and head included), vectors with Adam's two moments; the "
+         "difference is the bookkeeping the formulas leave out (step counts, PRNG keys, per-matrix refresh "
+         "counters, APOLLO's norm-growth limiter).", "",
+         "| optimizer | size | rank | formula per matrix | formula | measured | difference |",
+         "|---|---|---|---|---|---|---|"]
+  for name in names:
+    text, per_matrix = PAPER_FORMULAS[name]
+    for size in sizes:
+      d, _, _, galore_rank = LLAMA_CONFIGS[size]
+      rank = {"galore": galore_rank, "apollo": min(d // 4, 256), "apollo_mini": 1}[name]
+      tx = gradtx.OPTIMIZERS[name].factory(learning_rate=1e-3, rank=rank)
+      leaves = jax.tree.leaves(trees[size])
+      formula = 4 * (sum(per_matrix(*x.shape, rank) for x in leaves if x.ndim == 2)
+                     + sum(2 * x.size for x in leaves if x.ndim != 2))
+      measured = gradtx.memory_report(tx, trees[size]).state_bytes
+      out.append(f"| {name} | {size} | {rank} | {text} | {formula / GIB:.4f} GiB | {measured / GIB:.4f} GiB | "
+                 f"{measured - formula:+,} B |")
+  return out
 
 
 if __name__ == "__main__":

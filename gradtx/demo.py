@@ -1,8 +1,9 @@
 """Train a small character-level transformer with several gradtx optimizers and compare them.
 
 ``python -m gradtx.demo`` (or ``make demo``) trains :class:`gradtx.models.CharLM` on the first 2 MB of the
-running interpreter's standard-library source (no download) with optax AdamW as the baseline and every
-registered optimizer of the foundation families, prints a table (final train loss, validation loss,
+running interpreter's standard-library source (no download) with optax AdamW as the baseline, every
+registered optimizer of the foundation families, GaLore (a low-rank optimizer, rank a quarter of the model
+width) and 8-bit AdamW, prints a table (final train loss, validation loss,
 optimizer-state bytes, ms/step) and writes ``loss_curves.png``, ``results.md`` and ``results.json`` to
 ``demo_out/``. ``--help`` lists the knobs. Time with the defaults (250 steps of batch 16x64 on a 277k-parameter
 model) on 2 otherwise idle CPU cores: about 14 s per optimizer (~2 s of it compiling), so about 50 s for
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import math
 import pathlib
@@ -41,6 +43,9 @@ from gradtx.models import CharLM, CharLMConfig, cross_entropy_loss, load_stdlib_
 BASELINE = "optax.adamw"
 #: Families trained by default (DESIGN.md's first three); ``--optimizers all`` trains every family.
 DEFAULT_FAMILIES = ("sign_momentum", "moment_scaling", "geometry")
+#: Memory-efficient optimizers trained by default beside the families: a low-rank one and an 8-bit one, so
+#: the table shows their state bytes next to AdamW's.
+DEFAULT_EXTRA = ("galore", "adamw_8bit")
 #: Extra ``update`` arguments the demo's training step provides.
 PROVIDED_EXTRA_ARGS = ("loss_fn", "logits_fn", "value")
 #: Learning rates that suit this model in a few hundred steps (demo defaults, not library defaults).
@@ -58,6 +63,8 @@ DEMO_LEARNING_RATES = {
     "spam": 3e-3,
     "stable_spam": 3e-3,
     "adam_coordinate_clipped": 3e-3,
+    "galore": 1e-2,  # GaLore's LLaMA setting: lr 0.01 with scale 0.25 on the projected update
+    "adamw_8bit": 3e-3,
 }
 
 
@@ -107,15 +114,18 @@ def parse_lr_overrides(items: Sequence[str]) -> dict[str, float]:
   return overrides
 
 
-def plan_runs(selection: str, lr_overrides: dict[str, float]) -> tuple[list[Run], list[str]]:
+def plan_runs(selection: str, lr_overrides: dict[str, float],
+              rank: int | None = None) -> tuple[list[Run], list[str]]:
   """The runs for ``--optimizers`` and a message for each optimizer skipped.
 
-  ``selection`` is ``"default"`` (baseline + :data:`DEFAULT_FAMILIES`), ``"all"`` (baseline + every
-  registered optimizer) or comma-separated names (registry names or :data:`BASELINE`).
+  ``selection`` is ``"default"`` (baseline + :data:`DEFAULT_FAMILIES` + :data:`DEFAULT_EXTRA`), ``"all"``
+  (baseline + every registered optimizer) or comma-separated names (registry names or :data:`BASELINE`).
+  ``rank``, when given, is passed to every factory that takes a ``rank`` (the low-rank family).
   """
   registered = gradtx.OPTIMIZERS
   if selection in ("default", "all"):
-    names = [BASELINE] + [n for n, s in registered.items() if selection == "all" or s.family in DEFAULT_FAMILIES]
+    names = [BASELINE] + [n for n, s in registered.items()
+                          if selection == "all" or s.family in DEFAULT_FAMILIES or n in DEFAULT_EXTRA]
   else:
     names = [n.strip() for n in selection.split(",") if n.strip()]
   unknown = [n for n in list(names) + list(lr_overrides) if n != BASELINE and n not in registered]
@@ -132,7 +142,9 @@ def plan_runs(selection: str, lr_overrides: dict[str, float]) -> tuple[list[Run]
         skipped.append(f"skipping {name}: it requires extra update argument(s) {missing}, which the demo's "
                        f"training step cannot provide (it provides {list(PROVIDED_EXTRA_ARGS)}).")
         continue
-      make, test_lr = (lambda lr, spec=spec: spec.build(learning_rate=lr)), spec.test_kwargs["learning_rate"]
+      kwargs = {"rank": rank} if rank and "rank" in inspect.signature(spec.factory).parameters else {}
+      make = lambda lr, spec=spec, kwargs=kwargs: spec.build(learning_rate=lr, **kwargs)
+      test_lr = spec.test_kwargs["learning_rate"]
     if name in lr_overrides:
       lr, source = lr_overrides[name], "--lr"
     elif name in DEMO_LEARNING_RATES:
@@ -257,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--corpus-bytes", type=int, default=2_000_000, help="size of the stdlib slice")
   p.add_argument("--eval-every", type=int, default=50)
   p.add_argument("--val-batches", type=int, default=8)
+  p.add_argument("--rank", type=int, default=0,
+                 help="rank of the low-rank optimizers (default: a quarter of --d-model)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("demo_out"))
   p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -272,11 +286,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(f"{name:>16}  family={spec.family}  lr={spec.test_kwargs['learning_rate']}  "
             f"extra_args={list(spec.required_extra_args)}")
     return 0
-  for name in ("steps", "batch_size", "eval_every", "val_batches"):
+  for name in ("steps", "batch_size", "eval_every", "val_batches", "d_model"):
     if getattr(args, name) < 1:
       raise SystemExit(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
+  if args.rank < 0:
+    raise SystemExit(f"--rank must be at least 1 (or 0 for a quarter of --d-model), got {args.rank}.")
   try:
-    runs, skipped = plan_runs(args.optimizers, parse_lr_overrides(args.lr))
+    runs, skipped = plan_runs(args.optimizers, parse_lr_overrides(args.lr), rank=args.rank or args.d_model // 4)
   except ValueError as e:
     raise SystemExit(str(e)) from None
   config = CharLMConfig(seq_len=args.seq_len, d_model=args.d_model, num_layers=args.layers, num_heads=args.heads)

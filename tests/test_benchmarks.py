@@ -1,6 +1,7 @@
 """The benchmark scripts run on whatever the registry holds (tiny inputs; the real runs live in benchmarks/)."""
 
 import pathlib
+import subprocess
 import sys
 
 import jax.numpy as jnp
@@ -30,6 +31,12 @@ def test_memory_benchmark_covers_every_registered_optimizer(tmp_path):
   assert "| optax.adamw (fp32) | 2 (mu, nu) | 8.000 B (1.000x) | 8.000 B (1.000x) |" in text
   for name in gradtx.OPTIMIZERS:
     assert f"| {name}" in text
+  # GaLore (rank 1024), APOLLO (256) and APOLLO-Mini at LLaMA-7B: measured within bookkeeping of the formulas.
+  rows = [line.split(" | ") for line in text.splitlines()
+          if line.startswith(("| galore | 7B |", "| apollo | 7B |", "| apollo_mini | 7B |"))]
+  assert {(r[0], r[2]) for r in rows} >= {("| galore", "1024"), ("| apollo", "256"), ("| apollo_mini", "1")}
+  for row in rows:
+    assert 0 <= int(row[6].strip(" |B+").replace(",", "")) < 100_000, row
 
 
 def test_step_time_measures_side_by_side_and_reports_ratios():
@@ -48,3 +55,14 @@ def test_step_time_measures_side_by_side_and_reports_ratios():
   assert adamw.nbytes == 3 * (64 * 32 + 32) * 4 + 2 * gradtx.state_nbytes(optax.adamw(1e-3).init(params))
   if "lion" in measured:
     assert "x optax.lion" in table
+
+
+def test_no_benchmark_script_shadows_a_module():
+  """``python benchmarks/x.py`` puts benchmarks/ first on sys.path: a script named like a module that the
+  dependencies import, even optionally (``compression``, Python 3.14's, is tried by fsspec under jax), would
+  be executed in its place and break every benchmark. Import the dependencies from there."""
+  here = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+  assert not {p.stem for p in here.glob("*.py")} & set(sys.stdlib_module_names)
+  code = "import jax, jax.numpy, optax, flax.nnx, orbax.checkpoint, matplotlib.pyplot, tqdm, sklearn.datasets"
+  done = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import optax
 import pytest
 
+import gradtx
 from gradtx import demo, registry
 
 TINY = ["--steps", "5", "--d-model", "16", "--layers", "1", "--heads", "2", "--seq-len", "16",
@@ -80,7 +81,7 @@ def test_demo_skips_optimizers_needing_arguments_it_cannot_provide(monkeypatch):
 
 def test_demo_default_selection_follows_the_registry():
   runs, _ = demo.plan_runs("default", {})
-  expected = [n for n, s in registry.OPTIMIZERS.items() if s.family in demo.DEFAULT_FAMILIES]
+  expected = [n for n, s in registry.OPTIMIZERS.items() if s.family in demo.DEFAULT_FAMILIES or n in demo.DEFAULT_EXTRA]
   assert [r.name for r in runs] == [demo.BASELINE, *expected]
 
 
@@ -93,3 +94,23 @@ def test_demo_rejects_bad_lr_flags(bad):
 def test_demo_rejects_unknown_optimizers():
   with pytest.raises(ValueError, match="nope"):
     demo.plan_runs("lion,nope", {})
+
+
+def test_default_demo_trains_a_low_rank_and_an_8bit_optimizer_beside_adamw():
+  runs, _ = demo.plan_runs("default", {}, rank=24)
+  names = [r.name for r in runs]
+  assert names[0] == demo.BASELINE and "galore" in names and "adamw_8bit" in names
+  galore = runs[names.index("galore")]
+  assert galore.learning_rate == demo.DEMO_LEARNING_RATES["galore"]
+  params = {"w": jax.ShapeDtypeStruct((96, 384), jnp.float32)}
+  low_rank = gradtx.memory_report(galore.make(1e-2), params).state_bytes
+  adamw = gradtx.memory_report(optax.adamw(1e-2), params).state_bytes
+  # GaLore at rank 24 of a 96 x 384 kernel: the (96, 24) projector plus two (24, 384) moments.
+  formula = 4 * (96 * 24 + 2 * 24 * 384)
+  assert 0 < low_rank - formula < 64  # step counts, the PRNG key and the refresh counters
+  assert low_rank < adamw / 2
+
+
+def test_demo_rejects_a_negative_rank():
+  with pytest.raises(SystemExit, match="--rank"):
+    demo.main(["--rank", "-1", "--no-progress"])

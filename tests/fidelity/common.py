@@ -152,8 +152,14 @@ def load_fixture(path: pathlib.Path | str) -> Fixture:
 
 def fixtures_of(module: str) -> list[Fixture]:
   """Every stored fixture made by the case module ``module`` (e.g. ``'cases_first_order'``), by name."""
-  found = [load_fixture(p) for p in sorted(FIXTURE_DIR.glob("*.npz"))]
+  found = [load_fixture(p) for p in sorted(FIXTURE_DIR.glob("*.npz")) if _has_meta(p)]
   return [f for f in found if f.meta["module"] == module]
+
+
+def _has_meta(path: pathlib.Path) -> bool:
+  """Whether ``path`` was written by :func:`save_fixture` (the stability fixtures keep their own layout)."""
+  with np.load(path, allow_pickle=False) as npz:
+    return "meta" in npz.files
 
 
 def replay(fixture: Fixture, tx: Any, dtype: Any = np.float32) -> dict[str, np.ndarray]:

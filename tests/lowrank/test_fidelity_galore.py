@@ -11,8 +11,7 @@ import gradtx
 from tests.fidelity import common
 from tests.lowrank._helpers import assert_trajectory
 
-# common.fixtures_of() would read every stored npz, and the stability fixtures use another format.
-FIXTURES = {f.meta["case"]: f for f in map(common.load_fixture, sorted(common.FIXTURE_DIR.glob("lowrank_*.npz")))}
+FIXTURES = {f.meta["case"]: f for f in common.fixtures_of("cases_lowrank")}
 
 
 def test_every_case_is_stored():

@@ -1,13 +1,13 @@
-"""benchmarks/compression.py runs on tiny inputs and reports bytes and gaps for every method."""
+"""benchmarks/compressed_means.py runs on tiny inputs and reports bytes and gaps for every method."""
 
 import importlib.util
 import pathlib
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "compression.py"
+_PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "compressed_means.py"
 
 
-def test_compression_benchmark_report(tmp_path):
-  spec = importlib.util.spec_from_file_location("compression_benchmark", _PATH)
+def test_compressed_means_benchmark_report(tmp_path):
+  spec = importlib.util.spec_from_file_location("compressed_means_benchmark", _PATH)
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
   out = tmp_path / "compression.md"
