@@ -12,7 +12,7 @@ until the validation loss first reaches AdamW's final validation loss, optimizer
 step time (forward, backward and update, jitted and scanned; the machine may be shared). Writes
 ``convergence.md`` and one PNG per task to ``--out``.
 
-  python benchmarks/convergence.py                    # about 25 minutes on 2 idle cores (22 optimizers)
+  python benchmarks/convergence.py                    # 23 minutes on 2 cores (31 optimizers, 2026-11-22)
   python benchmarks/convergence.py --optimizers lion,spam --tasks digits --seeds 0,1
   python benchmarks/convergence.py --size tiny        # a smoke test: seconds per optimizer
 
