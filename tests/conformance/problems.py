@@ -112,6 +112,32 @@ def all_names():
   return sorted(gradtx.OPTIMIZERS)
 
 
+#: One optimizer per family runs every conformance check in ``make test``; the others run the checks that
+#: exercise shared machinery (nnx.Optimizer, orbax, meshes, wrappers, float16/float64) only in
+#: ``make test-slow``, which keeps ``make test`` within its 15-minute budget on 2 cores. The checks of each
+#: optimizer's own arithmetic (convergence, bfloat16/float32 dtypes, inject_hyperparams, MultiSteps, one
+#: compilation, data parallelism) run for every optimizer in ``make test``. A family not listed is
+#: represented by its first name in alphabetical order.
+PREFERRED_REPRESENTATIVES = ("lion", "adabelief", "lamb", "stable_spam", "sophia_h", "galore", "adamw_8bit",
+                             "adagrad_norm", "mezo_adam")
+
+
+def representatives() -> set[str]:
+  """The names that stand for their family in ``make test``."""
+  chosen = {}
+  for name in [n for n in PREFERRED_REPRESENTATIVES if n in gradtx.OPTIMIZERS] + all_names():
+    chosen.setdefault(gradtx.OPTIMIZERS[name].family, name)
+  return set(chosen.values())
+
+
+def sampled_names() -> list[Any]:
+  """Every registered name as a pytest parameter, those outside :func:`representatives` marked ``slow``."""
+  import pytest  # noqa: PLC0415  (problems.py is also imported by non-pytest tooling)
+
+  keep = representatives()
+  return [n if n in keep else pytest.param(n, marks=pytest.mark.slow) for n in all_names()]
+
+
 def run_steps(tx, params, loss, spec, n, state=None):
   """n plain (unjitted-loop, jitted-step) optimizer steps; returns (params, state, updates list)."""
   state = tx.init(params) if state is None else state

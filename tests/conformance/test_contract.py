@@ -39,7 +39,7 @@ def test_spec_is_complete(name):
   assert isinstance(spec.build(), optax.GradientTransformationExtraArgs)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_ignores_unknown_extra_args(name):
   spec = gradtx.OPTIMIZERS[name]
   tx, params = spec.build(), problems.mixed_params()
@@ -94,8 +94,9 @@ def test_inject_hyperparams(name):
     params = optax.apply_updates(params, u_plain)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("name", "dtype"), [
+    pytest.param(n, d, marks=() if d in ("bfloat16", "float32") or n in problems.representatives() else pytest.mark.slow)
+    for n in NAMES for d in ("float16", "bfloat16", "float32", "float64")])
 def test_dtypes(name, dtype):
   spec = gradtx.OPTIMIZERS[name]
   with jax.enable_x64(dtype == "float64"):
@@ -113,8 +114,9 @@ def test_dtypes(name, dtype):
       params = optax.apply_updates(params, updates)
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("name", "dtype"), [
+    pytest.param(n, d, marks=() if d == "bfloat16" or n in problems.representatives() else pytest.mark.slow)
+    for n in NAMES for d in ("bfloat16", "float16")])
 def test_inject_hyperparams_low_precision(name, dtype):
   """Float32 hyperparameters (``hyperparam_dtype``) with low-precision params: updates keep the params' dtype.
 
@@ -156,7 +158,7 @@ def test_multi_steps_averages_micro_batches(name):
   _assert_trees_equal(ms.inner_opt_state, inner, rtol=state_rtol, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_masked_and_partition(name):
   spec = gradtx.OPTIMIZERS[name]
   tx, params = spec.build(), problems.mixed_params()
@@ -180,7 +182,7 @@ def test_masked_and_partition(name):
   _assert_trees_equal(u["kernel"], expected["kernel"], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_apply_if_finite_skips_nan_step(name):
   spec = gradtx.OPTIMIZERS[name]
   tx = optax.apply_if_finite(spec.build(), max_consecutive_errors=3)
@@ -206,7 +208,7 @@ def test_tree_map_params(name):
   assert jax.tree.structure(specs) == jax.tree.structure(state)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_none_and_masked_node_leaves(name):
   spec = gradtx.OPTIMIZERS[name]
   tx = spec.build()
@@ -234,7 +236,7 @@ def test_abstract_init(name):
   assert concrete == via_eval_shape == direct
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_schedules_accepted(name):
   spec = gradtx.OPTIMIZERS[name]
   lr = spec.test_kwargs["learning_rate"]

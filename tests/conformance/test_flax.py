@@ -28,7 +28,7 @@ def _loss(model):
   return jnp.mean(jnp.square(model(_X) - _Y))
 
 
-@pytest.mark.parametrize("name", problems.all_names())
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_nnx_optimizer_matches_plain_optax(name):
   spec = gradtx.OPTIMIZERS[name]
   model = _MLP(nnx.Rngs(0))

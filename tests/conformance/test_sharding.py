@@ -37,7 +37,7 @@ def _shardings(tree):
   return [x.sharding for x in jax.tree.leaves(tree)]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_state_sharding_stable_on_explicit_mesh(name):
   spec = gradtx.OPTIMIZERS[name]
   tx = spec.build()
@@ -55,7 +55,7 @@ def test_state_sharding_stable_on_explicit_mesh(name):
       assert u.sharding.is_equivalent_to(p.sharding, p.ndim), (name, u.sharding, p.sharding)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", problems.sampled_names())
 def test_sharded_step_equals_unsharded(name):
   spec = gradtx.OPTIMIZERS[name]
   tx = spec.build()

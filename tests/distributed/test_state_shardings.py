@@ -109,8 +109,10 @@ def _train(tx, spec, params, state, n=3, out_shardings=None):
   return params, state
 
 
-@pytest.mark.parametrize("axis_type", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("name", "axis_type"), [
+    pytest.param(n, t, id=f"{n}-{t.name.lower()}",
+                 marks=() if t == AxisType.Explicit or n in problems.representatives() else pytest.mark.slow)
+    for n in NAMES for t in (AxisType.Auto, AxisType.Explicit)])  # Auto for every name: make test-slow
 def test_registry_state_lands_sharded_and_fsdp_trains_identically(name, axis_type):
   spec = gradtx.OPTIMIZERS[name]
   tx = spec.build()
