@@ -62,10 +62,11 @@ def test_probabilities_steer_the_draws():
   p = np.zeros(8)
   p[[1, 5, 6]] = [1.0, 2.0, 1.0]
   tx = sample_layers(optax.sgd(1.0), num_active=2, every=1, probabilities=p)
+  update = jax.jit(tx.update)
   state = tx.init({"layers": jnp.zeros((8, 2, 2))})
   seen = []
   for _ in range(40):
-    _, state = tx.update({"layers": _g(8, 2, 2)}, state)
+    _, state = update({"layers": _g(8, 2, 2)}, state)
     seen.extend(np.asarray(state.active).tolist())
   assert set(seen) <= {1, 5, 6} and seen.count(5) > seen.count(1)
 

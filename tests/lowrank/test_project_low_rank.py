@@ -138,10 +138,10 @@ def test_rotate_follows_a_sign_flip_of_the_basis():
 def test_stagger_spreads_refreshes():
   params = {k: jnp.zeros((8, 6)) for k in "abcd"}
   tx = project_low_rank(optax.sgd(1.0), rank=2, update_every=8, stagger=True)
-  state = tx.init(params)
+  state, update = tx.init(params), jax.jit(tx.update)
   refresh_steps = {k: [] for k in params}
   for t in range(17):
-    _, state = tx.update({k: _g(8, 6) for k in params}, state)
+    _, state = update({k: _g(8, 6) for k in params}, state)
     for k in params:
       if int(state.leaves[k].refresh.last) == t:
         refresh_steps[k].append(t)

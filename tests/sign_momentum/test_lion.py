@@ -78,11 +78,13 @@ def test_lion_box_constraint():
   """With decay λ, Lion's iterates end in the box ||θ||∞ <= 1/λ (Lion-K's constrained view)."""
   f = lambda p: jnp.sum((p - 10.0) ** 2)
   tx = gradtx.lion(0.01, weight_decay=0.5)
-  p = jnp.zeros(4)
-  state = tx.init(p)
-  for _ in range(1500):
+  def step(carry, _):
+    p, state = carry
     u, state = tx.update(jax.grad(f)(p), state, p)
-    p = optax.apply_updates(p, u)
+    return (optax.apply_updates(p, u), state), None
+
+  p = jnp.zeros(4)
+  p, _ = jax.lax.scan(step, (p, tx.init(p)), None, 1500)[0]
   assert float(jnp.max(jnp.abs(p))) <= 1 / 0.5 + 0.02
 
 
