@@ -208,7 +208,7 @@ for label, inner in (("optax.adabelief", optax.adabelief(1e-3)),
 LLAMA = {"60M": (512, 1376, 8, 128), "130M": (768, 2048, 12, 256), "350M": (1024, 2736, 24, 256),
          "1B": (2048, 5461, 24, 512), "7B": (4096, 11008, 32, 1024)}  # d, d_ff, layers, GaLore's rank
 if SMALL:
-  LLAMA = {s: LLAMA[s] for s in ("60M", "1B", "7B")}
+  LLAMA = {s: LLAMA[s] for s in ("60M", "7B")}
 
 
 def llama_params(d, f, layers, vocab=32000):
@@ -230,7 +230,9 @@ def llama_state_bytes(name, size):
   return gradtx.memory_report(tx, llama_params(d, f, layers)).state_bytes
 
 
-table_names = ["optax.adamw", "lion", *memory_optimizers]
+# The small run tabulates one optimizer of each kind; the full run every registered one.
+table_names = ["optax.adamw", "lion", "adamw_8bit", "galore", "apollo_mini"] if SMALL else [
+    "optax.adamw", "lion", *memory_optimizers]
 gib = {n: [llama_state_bytes(n, s) / 2**30 for s in LLAMA] for n in table_names}
 n_llama = [sum(np.prod(x.shape) for x in jax.tree.leaves(llama_params(*LLAMA[s][:3]))) for s in LLAMA]
 print(f"{'GiB of state':>16}" + "".join(f"{s:>9}" for s in LLAMA))

@@ -99,7 +99,17 @@ def test_enough_devices():
   assert jax.device_count() >= N_DEVICES, "XLA_FLAGS in the repo-root conftest.py gives 8 CPU devices"
 
 
-@pytest.mark.parametrize("name", NAMES)
+def _per_device_data(name):
+  spec = gradtx.OPTIMIZERS[name]
+  return bool(spec.data_axis_arg or spec.required_extra_args)
+
+
+# An optimizer that takes no per-device data (no data axis, no extra arguments) sees the same pmean-ed
+# gradients on every replica: the check is then about pmap itself, so outside the family representatives it
+# runs in make test-slow. Every optimizer with per-device data runs in make test.
+@pytest.mark.parametrize("name", [
+    n if _per_device_data(n) or n in problems.representatives() else pytest.param(n, marks=pytest.mark.slow)
+    for n in NAMES])
 def test_pmap_step_equals_full_batch_step(name):
   spec = gradtx.OPTIMIZERS[name]
   ref_params, ref_state = _full_batch(spec)
