@@ -21,6 +21,7 @@ than a small leaf allows projects that leaf losslessly instead of failing.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from typing import Any, Literal
@@ -94,7 +95,7 @@ def project_back(n: jax.Array, basis: jax.Array, left: bool) -> jax.Array:
   return jnp.einsum("...mr,...dr->...md", n, basis, precision=_HIGHEST)
 
 
-class Projector:
+class Projector(abc.ABC):
   """Base class of projectors: a frozen, hashable configuration with four methods.
 
   Subclasses define ``init`` (zero state from shapes), ``refresh`` (new state from the current gradient
@@ -107,14 +108,17 @@ class Projector:
   name: str = "projector"
   stores_basis: bool = False
 
+  @abc.abstractmethod
   def init(self, geo: Geometry, dtype: Any, like: Any, spec: tuple[Any, ...]) -> Any:
-    raise NotImplementedError
+    """Zero state of one leaf, from shapes only (``like`` carries an Explicit mesh's sharding, if any)."""
 
+  @abc.abstractmethod
   def refresh(self, g: jax.Array, state: Any, geo: Geometry, key: jax.Array) -> Any:
-    raise NotImplementedError
+    """New state from the current gradient matrix ``g``."""
 
+  @abc.abstractmethod
   def basis(self, state: Any, geo: Geometry, key: jax.Array, dtype: Any) -> jax.Array:
-    raise NotImplementedError
+    """The basis ``B`` that ``state`` stands for, in ``dtype``."""
 
   def refresh_with_basis(self, g: jax.Array, state: Any, geo: Geometry, key: jax.Array) -> tuple[Any, jax.Array]:
     """The refreshed state and its basis in float32 (before any lossy storage)."""
