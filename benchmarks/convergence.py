@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import math
 import pathlib
 import sys
@@ -68,10 +67,9 @@ CENTRE_LR = {
 #: Arguments other than the learning rate (registry defaults otherwise). M-FAC's default window of 1024
 #: gradients would hold 1024 copies of the parameters (1.1 GB for the CharLM) and dominate the run time.
 EXTRA_KWARGS = {"mfac": {"num_grads": 32}}
-#: Low-rank optimizers train at rank ``width // RANK_DIVISOR`` (APOLLO's and GaLore's ratio for their smaller
-#: LLaMA models), except those whose rank is part of the method (APOLLO-Mini's rank 1).
+#: Low-rank optimizers (a ``rank_arg`` in the registry) train at rank ``width // RANK_DIVISOR`` (APOLLO's and
+#: GaLore's ratio for their smaller LLaMA models).
 RANK_DIVISOR = 4
-FIXED_RANK = ("apollo_mini",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,11 +207,11 @@ class Run:
 def make_optimizer(name: str, learning_rate, width: int) -> optax.GradientTransformation:
   if name == BASELINE:
     return optax.adamw(learning_rate)
-  factory = gradtx.OPTIMIZERS[name].factory
+  spec = gradtx.OPTIMIZERS[name]
   kwargs = dict(EXTRA_KWARGS.get(name, {}))
-  if "rank" in inspect.signature(factory).parameters and name not in FIXED_RANK:
-    kwargs.setdefault("rank", max(1, width // RANK_DIVISOR))
-  return factory(learning_rate=learning_rate, **kwargs)
+  if spec.rank_arg:
+    kwargs.setdefault(spec.rank_arg, max(1, width // RANK_DIVISOR))
+  return spec.factory(learning_rate=learning_rate, **kwargs)
 
 
 class Trainer:
@@ -426,8 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
 
   args.out.mkdir(parents=True, exist_ok=True)
-  takes_rank = [n for n in names if n != BASELINE and n not in FIXED_RANK
-                and "rank" in inspect.signature(gradtx.OPTIMIZERS[n].factory).parameters]
+  takes_rank = [n for n in names if n != BASELINE and gradtx.OPTIMIZERS[n].rank_arg]
   rank_note = [f"{', '.join(f'`{n}`' for n in takes_rank)} train at rank width // {RANK_DIVISOR} (CharLM: d_model; "
                "digits: the hidden width)"] if takes_rank else []
   out = [header("Convergence at a small learning-rate sweep", [

@@ -10,7 +10,6 @@ the factory takes a ``rank`` argument; APOLLO's and APOLLO-Mini's own ranks), an
 from __future__ import annotations
 
 import argparse
-import inspect
 import pathlib
 import sys
 from collections.abc import Callable
@@ -27,10 +26,13 @@ BASELINE = "optax.adamw (fp32)"
 GIB = 1024**3
 
 
-#: Ranks other than GaLore's: APOLLO's scripts use a quarter of the hidden size up to 256 (256 for 1B and 7B);
-#: APOLLO-Mini's rank 1 is part of the method.
-RANK_RULES = {"apollo": ("APOLLO's", lambda galore_rank, d: min(d // 4, 256)),
-              "apollo_mini": ("its own, 1", None)}
+#: The rank each paper uses at each LLaMA size: GaLore's scripts (``LLAMA_CONFIGS``' last entry) for every
+#: optimizer with a ``rank_arg``, except APOLLO's: a quarter of the hidden size up to 256 (256 for 1B and 7B).
+PAPER_RANKS = {"apollo": lambda size: min(LLAMA_CONFIGS[size][0] // 4, 256)}
+
+
+def paper_rank(name: str, size: str) -> int:
+  return PAPER_RANKS.get(name, lambda s: LLAMA_CONFIGS[s][3])(size)
 
 
 def candidates(only: list[str] | None) -> list[tuple[str, str, Callable[[str], optax.GradientTransformation]]]:
@@ -39,14 +41,10 @@ def candidates(only: list[str] | None) -> list[tuple[str, str, Callable[[str], o
   for name, spec in gradtx.OPTIMIZERS.items():
     if only and name not in only:
       continue
-    label, rule = RANK_RULES.get(name, ("GaLore's", lambda galore_rank, d: galore_rank))
-    if "rank" in inspect.signature(spec.factory).parameters:
-      if rule is None:
-        build = lambda size, spec=spec: spec.build()
-      else:
-        build = lambda size, spec=spec, rule=rule: spec.build(
-            rank=rule(LLAMA_CONFIGS[size][3], LLAMA_CONFIGS[size][0]))
-      rows.append((f"{name} (rank: {label})", spec.state_per_param, build))
+    if spec.rank_arg:
+      label = f"{name} (rank: {'APOLLO' if name in PAPER_RANKS else 'GaLore'}'s)"
+      rows.append((label, spec.state_per_param,
+                   lambda size, spec=spec: spec.build(**{spec.rank_arg: paper_rank(spec.name, size)})))
     else:
       rows.append((name, spec.state_per_param, lambda size, spec=spec: spec.build()))
   return rows
@@ -58,8 +56,10 @@ def candidates(only: list[str] | None) -> list[tuple[str, str, Callable[[str], o
 PAPER_FORMULAS = {
     "galore": ("r·min(m,n) + 2r·max(m,n)", lambda m, n, r: r * min(m, n) + 2 * r * max(m, n)),
     "apollo": ("2r·max(m,n)", lambda m, n, r: 2 * r * max(m, n)),
-    "apollo_mini": ("2·max(m,n) + 1", lambda m, n, r: 2 * max(m, n) + 1),
+    "apollo_mini": ("2·max(m,n) + 1", lambda m, n, r: 2 * r * max(m, n) + 1),
 }
+#: Ranks fixed by the method, for the formula of an optimizer without a ``rank_arg``.
+FIXED_RANKS = {"apollo_mini": 1}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,9 +135,10 @@ def formula_table(trees: dict, sizes: list[str], only: list[str]) -> list[str]:
   for name in names:
     text, per_matrix = PAPER_FORMULAS[name]
     for size in sizes:
-      d, _, _, galore_rank = LLAMA_CONFIGS[size]
-      rank = {"galore": galore_rank, "apollo": min(d // 4, 256), "apollo_mini": 1}[name]
-      tx = gradtx.OPTIMIZERS[name].factory(learning_rate=1e-3, rank=rank)
+      spec = gradtx.OPTIMIZERS[name]
+      # A rank that is part of the method (APOLLO-Mini's 1) is the factory's own.
+      rank = paper_rank(name, size) if spec.rank_arg else FIXED_RANKS[name]
+      tx = spec.factory(learning_rate=1e-3, **({spec.rank_arg: rank} if spec.rank_arg else {}))
       leaves = jax.tree.leaves(trees[size])
       formula = 4 * (sum(per_matrix(*x.shape, rank) for x in leaves if x.ndim == 2)
                      + sum(2 * x.size for x in leaves if x.ndim != 2))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import math
 import pathlib
@@ -120,7 +119,7 @@ def plan_runs(selection: str, lr_overrides: dict[str, float],
 
   ``selection`` is ``"default"`` (baseline + :data:`DEFAULT_FAMILIES` + :data:`DEFAULT_EXTRA`), ``"all"``
   (baseline + every registered optimizer) or comma-separated names (registry names or :data:`BASELINE`).
-  ``rank``, when given, is passed to every factory that takes a ``rank`` (the low-rank family).
+  ``rank``, when given, sets the rank of every optimizer with a ``rank_arg`` in the registry.
   """
   registered = gradtx.OPTIMIZERS
   if selection in ("default", "all"):
@@ -142,7 +141,7 @@ def plan_runs(selection: str, lr_overrides: dict[str, float],
         skipped.append(f"skipping {name}: it requires extra update argument(s) {missing}, which the demo's "
                        f"training step cannot provide (it provides {list(PROVIDED_EXTRA_ARGS)}).")
         continue
-      kwargs = {"rank": rank} if rank and "rank" in inspect.signature(spec.factory).parameters else {}
+      kwargs = {spec.rank_arg: rank} if rank and spec.rank_arg else {}
       make = lambda lr, spec=spec, kwargs=kwargs: spec.build(learning_rate=lr, **kwargs)
       test_lr = spec.test_kwargs["learning_rate"]
     if name in lr_overrides:

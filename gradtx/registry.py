@@ -41,6 +41,9 @@ class OptimizerSpec:
     shard_axis_arg: the factory keyword that names the axis across which every param leaf is split (FSDP
       inside ``shard_map``), for optimizers with statistics over elements (norms, thresholds, maxima):
       given it, partial sums are combined across the axis. ``None``: the update is elementwise.
+    rank_arg: the factory keyword that sets the size of a low-rank subspace, for optimizers whose rank is a
+      free size choice that tools scale with the model (the demo, the benchmarks, the notebooks). ``None``:
+      no such size, or a rank that is part of the method (APOLLO-Mini's rank 1).
   """
 
   name: str
@@ -56,6 +59,7 @@ class OptimizerSpec:
   optax_counterpart: tuple[Callable[..., optax.GradientTransformation], Mapping[str, Any]] | None = None
   data_axis_arg: str | None = None
   shard_axis_arg: str | None = None
+  rank_arg: str | None = None
 
   def build(self, **overrides: Any) -> optax.GradientTransformationExtraArgs:
     """The optimizer under ``test_kwargs`` updated with ``overrides``."""

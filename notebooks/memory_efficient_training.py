@@ -42,7 +42,6 @@ if "google.colab" in sys.modules:
                  check=True)
 
 # %%
-import inspect
 import os
 
 import jax
@@ -66,7 +65,8 @@ BATCH = 16
 # ## The optimizers, from the registry
 #
 # Every registered optimizer of the `quantization` and `lowrank` families, plus Lion (one moment) and
-# optax's AdamW as the baseline. A low-rank factory gets a rank of a quarter of the model width.
+# optax's AdamW as the baseline. A low-rank optimizer (one with a `rank_arg` in the registry) gets a rank of a
+# quarter of the model width; APOLLO-Mini keeps its rank 1.
 
 # %%
 MEMORY_FAMILIES = ("quantization", "lowrank")
@@ -80,10 +80,8 @@ def build(name, learning_rate):
   if name == "optax.adamw":
     return optax.adamw(learning_rate, weight_decay=1e-2)
   spec = gradtx.OPTIMIZERS[name]
-  kwargs = {"learning_rate": learning_rate}
-  if "rank" in inspect.signature(spec.factory).parameters:
-    kwargs["rank"] = RANK
-  return spec.factory(**kwargs)
+  kwargs = {spec.rank_arg: RANK} if spec.rank_arg else {}  # the registry names each free rank argument
+  return spec.factory(learning_rate=learning_rate, **kwargs)
 
 
 memory_optimizers = [n for n, s in gradtx.OPTIMIZERS.items() if s.family in MEMORY_FAMILIES]
@@ -225,8 +223,7 @@ def llama_state_bytes(name, size):
     tx = optax.adamw(1e-3)
   else:
     spec = gradtx.OPTIMIZERS[name]
-    takes_rank = "rank" in inspect.signature(spec.factory).parameters
-    tx = spec.build(**({"rank": rank} if takes_rank else {}))
+    tx = spec.build(**({spec.rank_arg: rank} if spec.rank_arg else {}))
   return gradtx.memory_report(tx, llama_params(d, f, layers)).state_bytes
 
 

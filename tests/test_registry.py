@@ -33,3 +33,15 @@ def test_all_lists_every_reexport():
   reexported = set(re.findall(r" as (\w+)$", src, flags=re.M))
   assert reexported == set(gradtx.__all__)
   assert all(hasattr(gradtx, n) for n in gradtx.__all__)
+
+
+def test_rank_arg_names_a_factory_keyword():
+  """Tools (demo, benchmarks, notebooks) scale exactly these ranks with the model; a method's own rank stays."""
+  import inspect
+
+  with_rank = {n for n, s in gradtx.OPTIMIZERS.items() if s.rank_arg}
+  for name in with_rank:
+    spec = gradtx.OPTIMIZERS[name]
+    assert spec.rank_arg in inspect.signature(spec.factory).parameters, name
+  assert {"galore", "galore_dct", "q_galore", "apollo"} <= with_rank
+  assert "apollo_mini" not in with_rank  # rank 1 is APOLLO-Mini's definition

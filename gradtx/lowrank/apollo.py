@@ -310,6 +310,7 @@ _STATIC = ("rank", "update_every", "scale_front", "norm_growth_limit", "side", "
 registry.register(
     registry.OptimizerSpec(
         name="apollo",
+        rank_arg="rank",
         factory=apollo,
         test_kwargs={"learning_rate": 0.05, "rank": 2, "update_every": 20},
         family="lowrank",

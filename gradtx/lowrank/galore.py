@@ -277,6 +277,7 @@ def q_galore(
 registry.register(
     registry.OptimizerSpec(
         name="galore",
+        rank_arg="rank",
         factory=galore,
         test_kwargs=_TEST,
         family="lowrank",
@@ -291,6 +292,7 @@ registry.register(
 registry.register(
     registry.OptimizerSpec(
         name="galore_dct",
+        rank_arg="rank",
         factory=galore_dct,
         test_kwargs={**_TEST, "update_every": 5},
         family="lowrank",
@@ -305,6 +307,7 @@ registry.register(
 registry.register(
     registry.OptimizerSpec(
         name="q_galore",
+        rank_arg="rank",
         factory=q_galore,
         test_kwargs={**_TEST, "update_every": 5, "block_size": 16},
         family="lowrank",

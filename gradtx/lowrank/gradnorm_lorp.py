@@ -214,6 +214,7 @@ def gradnorm_lorp(
 registry.register(
     registry.OptimizerSpec(
         name="gradnorm_lorp",
+        rank_arg="rank",
         factory=gradnorm_lorp,
         test_kwargs={"learning_rate": 0.05, "rank": 3, "update_every": 10},
         family="lowrank",

@@ -128,6 +128,7 @@ def owlore(
 registry.register(
     registry.OptimizerSpec(
         name="owlore",
+        rank_arg="rank",
         factory=owlore,
         test_kwargs={"learning_rate": 0.05, "rank": 3, "update_every": 10, "num_active": 1, "every": 5},
         family="lowrank",
