@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gradtx
 
@@ -132,8 +133,6 @@ def representatives() -> set[str]:
 
 def sampled_names() -> list[Any]:
   """Every registered name as a pytest parameter, those outside :func:`representatives` marked ``slow``."""
-  import pytest  # noqa: PLC0415  (problems.py is also imported by non-pytest tooling)
-
   keep = representatives()
   return [n if n in keep else pytest.param(n, marks=pytest.mark.slow) for n in all_names()]
 
