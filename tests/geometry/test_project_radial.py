@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import gradtx
+from tests import tolerances
 from tests.geometry import helpers, reference
 
 
@@ -29,7 +30,11 @@ def test_channel_axis_moves_with_the_layout(axis):
     g = reference.radial_gradient(p_torch, kind, rng)
     u0, s0 = update0(jnp.asarray(g, jnp.float32), s0, p0)
     uk, sk = updatek(to_k(g), sk, pk)
-    np.testing.assert_allclose(np.moveaxis(np.asarray(uk), axis, 0), u0, rtol=1e-6, atol=1e-7)
+    # The two layouts reduce each channel's 20 entries (norms, the cosine, the radial coefficient) in another
+    # order: each reduction moves by ≤ sum_rtol(20) ≈ 2.3e-6 of its scale, and the projection subtracts the
+    # radial part, so entries are compared against the update's scale; 4 steps through Adam's state and ~3
+    # chained reductions per step give the factor 8 (measured on AVX-512: 5.8e-6).
+    tolerances.assert_close_normwise(np.moveaxis(np.asarray(uk), axis, 0), u0, rtol=8 * tolerances.sum_rtol(20))
 
 
 def test_projection_removes_the_radial_part_and_weakens_decay():
