@@ -78,9 +78,9 @@ def test_projected_momentum_buffer_is_carried_as_official():
     np.testing.assert_allclose(np.asarray(got[k]), expected, rtol=0, atol=2e-5 * np.abs(expected).max(),
                                err_msg=f"leaf {k!r}")
   assert [views["w"] for views in official.views] == ["channel"] * 50
-  # The unprojected buffer (pytorch_optimizer) ends O(1) of the scale away, ~1e4 times the tolerance.
+  # The unprojected buffer (pytorch_optimizer) ends 8% of the scale away (measured), 4000 tolerances.
   w, w_copied = np.asarray(got["w"][-1], np.float64), p_copied["w"]
-  assert np.abs(w - w_copied).max() > 1e3 * 2e-5 * np.abs(w_copied).max()
+  assert np.abs(w - w_copied).max() > 100 * 2e-5 * np.abs(w_copied).max()
 
 
 def test_dampening_applies_from_the_first_step():
