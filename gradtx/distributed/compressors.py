@@ -72,8 +72,8 @@ def _value_bytes(tree: Any) -> int:
 def _keep_top(tree: Any, scores: Any, k: int, axis_name: reduce.AxisName, method: topk.ThresholdMethod) -> Any:
   """``tree`` where the magnitude of ``scores`` is among the ``k`` largest (ties kept), zeros elsewhere."""
   threshold = topk.kth_largest_magnitude(scores, k - 1, method=method, axis_name=axis_name)
-  bits = jax.lax.bitcast_convert_type(threshold, jnp.int32)
-  keep = lambda x, s: jnp.where(topk.magnitude_bits(s) >= bits, x, jnp.zeros_like(x))
+  bits = topk.magnitude_bits(threshold, threshold.dtype)
+  keep = lambda x, s: jnp.where(topk.magnitude_bits(s, threshold.dtype) >= bits, x, jnp.zeros_like(x))
   return jax.tree.map(keep, tree, scores)
 
 

@@ -6,7 +6,10 @@ Scale-invariant Weights", ICLR 2021. https://arxiv.org/abs/2006.08217
 Reference implementation: clovaai/AdamP@146287bf ``adamp/adamp.py``. gradtx follows it step for step:
 ``denom = √v_t / √(1−β2^t) + ε``, direction ``m_t / denom`` (nesterov: ``(β1 m_t + (1−β1) g_t) / denom``),
 step ``lr / (1−β1^t)``, the projection of :func:`gradtx.project_radial` (same ``ε``) tested with the raw
-gradient, and decoupled decay ``θ ← θ (1 − lr λ s)`` with ``s = wd_ratio`` on projected leaves.
+gradient, and decoupled decay ``θ ← θ (1 − lr λ s)`` with ``s = wd_ratio`` on projected leaves. The
+official ``perturb = exp_avg / denom`` is a new tensor, so its in-place projection leaves the moments
+unprojected; gradtx projects only the update too (unlike SGDP without nesterov, whose ``d_p`` is the
+momentum buffer itself: :mod:`gradtx.geometry.sgdp`).
 
 Where gradtx differs from peers:
   * AdamP's nesterov is not ``optax.scale_by_adam(nesterov=True)`` (NAdam's ``β1 m_t / (1−β1^{t+1})``

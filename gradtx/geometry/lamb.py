@@ -183,7 +183,8 @@ registry.register(
         family="geometry",
         paper="You et al., Large Batch Optimization for Deep Learning: Training BERT in 76 minutes, ICLR 2020, "
         "arXiv:1904.00962",
-        reference="paper Algorithm 2 (NumPy transcription, tests/geometry/reference.py); optax 0.2.8 lamb",
+        reference="optax==0.2.8 lamb (equal with phi = identity); paper Algorithm 2 (NumPy transcription, "
+        "tests/geometry/reference.py)",
         static_args=("mask", "trust_ratio_mask", "mu_dtype", "nu_dtype", "axis_name"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",

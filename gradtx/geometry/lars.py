@@ -195,8 +195,8 @@ registry.register(
         test_kwargs={"learning_rate": 0.1, "trust_coefficient": 0.1},
         family="geometry",
         paper="You, Gitman, Ginsburg, Large Batch Training of Convolutional Networks, 2017, arXiv:1708.03888",
-        reference="paper Algorithm 1 (NumPy transcription, tests/geometry/reference.py); "
-        "pytorch-optimizer 4.1.0 LARS",
+        reference="optax==0.2.8 lars (equal without weight decay); paper Algorithm 1 (NumPy transcription, "
+        "tests/geometry/reference.py); pytorch-optimizer 4.1.0 LARS",
         static_args=("mask", "trust_ratio_mask", "nesterov", "axis_name"),
         shard_axis_arg="axis_name",
         state_per_param="1 (momentum)",

@@ -14,6 +14,11 @@ Reference implementation: clovaai/AdamP@146287bf ``adamp/adamp.py`` and ``adamp/
      update, ``u_r ← u_r − θ̂_r ⟨θ̂_r, u_r⟩`` with ``θ̂_r = θ_r / (‖θ_r‖ + ε)``, and scales the weight decay
      by ``wd_ratio``; if neither view passes, the update and the decay are left alone.
 
+The projection acts on the inner update and leaves the inner state alone, as in AdamP, where the projected
+``perturb = exp_avg / denom`` is a new tensor. Where the official update IS a state tensor (SGDP without
+nesterov: ``d_p = buf``), the in-place projection also rewrites that state: :func:`project_radial_aliased`
+(package-internal, used by :func:`gradtx.sgdp`) projects the state tree and stores the result back.
+
 Where gradtx differs from the reference:
   * The channel axis is configurable (``channel_axis``): PyTorch puts output channels first (0); Flax
     ``Dense`` / ``Conv`` kernels put them last (-1, the default here).
@@ -38,6 +43,11 @@ import optax
 
 from gradtx.core import numerics, reduce, tree, validation
 from gradtx.geometry import masks
+
+
+#: ``(get, put)`` for :func:`project_radial_aliased`: the state tree an inner update is a cast of, and how to
+#: store its projection back into the state.
+StateAlias = tuple[Callable[[optax.OptState], optax.Updates], Callable[[optax.OptState, optax.Updates], optax.OptState]]
 
 
 class ProjectRadialState(NamedTuple):
@@ -160,6 +170,32 @@ def project_radial(
     Heo et al., `AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights
     <https://arxiv.org/abs/2006.08217>`_, 2021.
   """
+  return project_radial_aliased(
+      inner, None, delta=delta, wd_ratio=wd_ratio, weight_decay=weight_decay, eps=eps,
+      channel_axis=channel_axis, mask=mask, axis_name=axis_name,
+  )
+
+
+def project_radial_aliased(
+    inner: optax.GradientTransformation,
+    alias: StateAlias | None,
+    *,
+    delta: Any = 0.1,
+    wd_ratio: Any = 0.1,
+    weight_decay: optax.ScalarOrSchedule = 0.0,
+    eps: Any = 1e-8,
+    channel_axis: int = -1,
+    mask: Any | Callable[[optax.Params], Any] | None = None,
+    axis_name: reduce.AxisName = None,
+) -> optax.GradientTransformationExtraArgs:
+  """:func:`project_radial` of an ``inner`` whose update is (a cast of) a tree held in its state (package-internal).
+
+  With ``alias = (get, put)``, ``get(inner_state)`` is the tree that ``inner``'s update is a cast of (SGDP's
+  momentum buffer without nesterov: the official ``d_p = buf`` is the buffer itself, not a copy). That tree
+  is projected instead of the update, the update is the projected tree cast to the update's dtype, and
+  ``put(inner_state, projected)`` stores the projected tree back, as the official in-place ``perturb -= ...``
+  does to the buffer. ``alias=None`` is :func:`project_radial`.
+  """
   validation.check_positive("delta", delta)
   validation.check_range("wd_ratio", wd_ratio, low=0.0, high=1.0)
   validation.check_schedule("weight_decay", weight_decay)
@@ -175,21 +211,25 @@ def project_radial(
       raise ValueError("project_radial needs `params`: call update(updates, state, params).")
     with jax.named_scope("gradtx/project_radial"):
       directions, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
+      perturbs = directions if alias is None else alias[0](inner_state)
       decay = numerics.schedule_value(weight_decay, state.count)
       decays = masks.resolve_mask(mask, params)
 
-      def one(g, p, u, decays_leaf):
+      def one(g, p, d, u, decays_leaf):
+        """(the update, in the dtype of the inner direction ``d``; the projected ``u`` before the decay)."""
         if p.ndim > 1:
-          u_new, wd_scale = _project_leaf(
+          projected, wd_scale = _project_leaf(
               g, p, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis, axis_name=axis_name
           )
         else:
-          u_new, wd_scale = u.astype(jnp.promote_types(u.dtype, jnp.float32)), 1.0
-        if decays_leaf:
-          u_new = u_new + (decay * wd_scale) * p.astype(u_new.dtype)
-        return u_new.astype(u.dtype)
+          projected, wd_scale = u.astype(jnp.promote_types(u.dtype, jnp.float32)), 1.0
+        u_new = projected + (decay * wd_scale) * p.astype(projected.dtype) if decays_leaf else projected
+        return u_new.astype(d.dtype), projected
 
-      new_updates = jax.tree.map(one, updates, params, directions, decays)
+      pairs = jax.tree.map(one, updates, params, directions, perturbs, decays)
+      new_updates = jax.tree.map(lambda _, pair: pair[0], updates, pairs)
+      if alias is not None:
+        inner_state = alias[1](inner_state, jax.tree.map(lambda _, pair: pair[1], updates, pairs))
       return new_updates, ProjectRadialState(count=tree.safe_increment(state.count), inner_state=inner_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -10,9 +10,17 @@ projection of :func:`gradtx.project_radial` tested with the raw gradient, decay
 ``θ ← θ (1 − lr λ s / (1 − μ))`` with ``s = wd_ratio`` on projected leaves, then ``θ ← θ − lr d``.
 As in the reference, nesterov is allowed with dampening and with ``momentum = 0`` (then it is plain SGD).
 
+Without nesterov the official direction is the buffer itself (``d_p = buf``, no copy) and the projection
+subtracts in place (``perturb -= ...``), so the stored buffer loses its radial part too and the next step
+starts from the projected buffer: ``b_t ← proj(μ b_{t−1} + (1 − dampening) g_t)``. gradtx does the same
+(the buffer in the state is the projected one). With nesterov the direction ``g + μ b`` is a new tensor and
+the buffer stays unprojected, in the reference and here.
+
 Where gradtx differs from peers: ``optax.trace`` has no dampening; pytorch_optimizer 4.1.0 ``SGDP``
-defaults ``lr=1e-3`` where the reference requires it; ``channel_axis`` defaults to -1 (Flax kernels), the
-reference's PyTorch layout is ``channel_axis=0``.
+defaults ``lr=1e-3`` where the reference requires it, and without nesterov it projects a copy
+(``d_p = buf.clone()``), so its buffer keeps the radial part and its trajectory differs from the official
+one whenever the projection fires (``tests/fidelity``, case ``sgdp_dampening``); ``channel_axis`` defaults
+to -1 (Flax kernels), the reference's PyTorch layout is ``channel_axis=0``.
 """
 
 from __future__ import annotations
@@ -24,9 +32,16 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, reduce, validation
+from gradtx.core import alias, reduce, tree, validation
 from gradtx.geometry import _momentum
-from gradtx.geometry.radial import project_radial
+from gradtx.geometry.radial import StateAlias, project_radial_aliased
+
+#: Without nesterov the official direction IS the momentum buffer (``d_p = buf``): project the buffer in the
+#: state and keep the projection there.
+_BUFFER: StateAlias = (
+    lambda state: state.trace,
+    lambda state, projected: optax.TraceState(trace=tree.cast_like(projected, state.trace)),
+)
 
 
 def _checked_momentum(momentum, dampening, nesterov):
@@ -34,7 +49,7 @@ def _checked_momentum(momentum, dampening, nesterov):
   validation.check_range("dampening", dampening, low=0.0, high=1.0)
   if not isinstance(nesterov, bool):
     raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}.")
-  return _momentum.heavy_ball(momentum, dampening, nesterov=nesterov)
+  return _momentum.heavy_ball(momentum, dampening, nesterov=nesterov), (None if nesterov else _BUFFER)
 
 
 def scale_by_sgdp(
@@ -51,8 +66,12 @@ def scale_by_sgdp(
 
   .. math::
 
-    b_t = \mu b_{t-1} + (1 - \text{dampening})\, g_t, \qquad
-    u_t = \operatorname{proj}_{g_t, \theta}(g_t + \mu b_t \ \text{(nesterov)} \ \text{or} \ b_t)
+    \tilde b_t &= \mu b_{t-1} + (1 - \text{dampening})\, g_t \\
+    \text{nesterov:} \quad u_t &= \operatorname{proj}_{g_t, \theta}(g_t + \mu \tilde b_t), \quad b_t = \tilde b_t \\
+    \text{otherwise:} \quad u_t &= b_t = \operatorname{proj}_{g_t, \theta}(\tilde b_t)
+
+  Without nesterov the stored buffer is the projected one, as in the official code, whose ``d_p = buf`` is
+  projected in place (pytorch_optimizer 4.1.0 projects a copy and keeps ``b_t = \tilde b_t``).
 
   Args:
     momentum: μ in [0, 1).
@@ -81,9 +100,9 @@ def scale_by_sgdp(
     Heo et al., `AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights
     <https://arxiv.org/abs/2006.08217>`_, 2021.
   """
-  return project_radial(
-      _checked_momentum(momentum, dampening, nesterov), delta=delta, eps=eps, channel_axis=channel_axis,
-      axis_name=axis_name,
+  direction, buffer = _checked_momentum(momentum, dampening, nesterov)
+  return project_radial_aliased(
+      direction, buffer, delta=delta, eps=eps, channel_axis=channel_axis, axis_name=axis_name
   )
 
 
@@ -108,9 +127,10 @@ def sgdp(
     \theta_t = \theta_{t-1} \left(1 - \frac{\eta_t \lambda s_t}{1 - \mu}\right)
     - \eta_t \operatorname{proj}(d_t)
 
-  with ``d_t`` from :func:`scale_by_sgdp` and ``s_t = wd_ratio`` on leaves the projection acted on, 1
+  with the momentum direction ``d_t`` of :func:`scale_by_sgdp` (without nesterov the projected ``d_t`` is
+  also the buffer carried to the next step) and ``s_t = wd_ratio`` on leaves the projection acted on, 1
   elsewhere. Built as ``chain(project_radial(momentum, weight_decay=λ/(1−μ), ...),
-  scale_by_learning_rate(η))``.
+  scale_by_learning_rate(η))``, the projection writing back into the momentum buffer without nesterov.
 
   Args:
     learning_rate: η, a float or an optax schedule (the reference has no default).
@@ -147,7 +167,7 @@ def sgdp(
   """
   validation.check_schedule("learning_rate", learning_rate)
   validation.check_schedule("weight_decay", weight_decay)
-  direction = _checked_momentum(momentum, dampening, nesterov)
+  direction, buffer = _checked_momentum(momentum, dampening, nesterov)
   # In float32 whether the hyperparameters are Python floats or traced (inject_hyperparams).
   keep = 1.0 - jnp.asarray(momentum, jnp.float32)
   if callable(weight_decay):
@@ -155,8 +175,9 @@ def sgdp(
   else:
     scaled_decay = jnp.asarray(weight_decay, jnp.float32) / keep
   return alias.keep_update_dtype(optax.chain(
-      project_radial(
+      project_radial_aliased(
           direction,
+          buffer,
           delta=delta,
           wd_ratio=wd_ratio,
           weight_decay=scaled_decay,

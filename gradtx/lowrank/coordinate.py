@@ -1,6 +1,6 @@
 """FRUGAL's coordinate subspace: a random subset of columns (or rows) of the gradient.
 
-Reference: FRUGAL supplementary code (mirrored in hungquangbui02022003/FRUGAL) ``frugal/coordinate_projector.py``:
+Reference: FRUGAL supplementary code (hungquangbui02022003/FRUGAL@b512f87) ``frugal/coordinate_projector.py``:
 ``randperm(d)[:int(d * density)]`` indices, redrawn at every refresh; projection is indexing, back-projection
 writes into zeros. gradtx keeps the ``r`` int32 indices (sorted) and draws them from the leaf's key folded
 with the refresh step.

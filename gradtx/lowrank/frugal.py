@@ -4,7 +4,7 @@ Paper: Zmushko, Beznosikov, Takáč, Horváth, Gorbunov. "FRUGAL: Memory-Efficie
 Overhead for Scalable Training", ICML 2025. https://arxiv.org/abs/2411.07837
 
 Reference: the authors' supplementary code (``frugal/{proj_optimizer_templates,galore_projector,
-coordinate_projector,adamw}.py``, mirrored in hungquangbui02022003/FRUGAL). For each projected matrix, every
+coordinate_projector,adamw}.py``, mirrored in hungquangbui02022003/FRUGAL@b512f87). For each projected matrix, every
 ``update_gap`` steps a subspace of density ρ is chosen (``svd``: top singular vectors, ``random``: a random
 semi-orthogonal matrix, rank ``round(ρ d)`` on the "std" side; ``columns``: ``int(ρ d)`` random input
 columns) and the state-full optimizer's statistics are reset (moments and step count). Each step:
@@ -235,7 +235,7 @@ registry.register(
         family="lowrank",
         data_axis_arg="axis_name",
         paper="Zmushko et al., FRUGAL: Memory-Efficient Optimization by Reducing State Overhead for Scalable Training, ICML 2025, arXiv:2411.07837",
-        reference="FRUGAL supplementary code (hungquangbui02022003/FRUGAL) frugal/proj_optimizer_templates.py",
+        reference="hungquangbui02022003/FRUGAL@b512f87 frugal/proj_optimizer_templates.py (the supplementary code)",
         static_args=("rho", "update_every", "subspace", "state_full", "state_free", "reset", "side",
                      "dimension_numbers", "projection_mask", "seed", "axis_name", "mask"),
         state_per_param="2ρ·mn + projector per matrix",

@@ -8,7 +8,7 @@ Papers:
   * Zhang, Jaiswal, Yin, Liu, Zhao, Tian, Wang. "Q-GaLore: Quantized GaLore with INT4 Projection and
     Layer-Adaptive Low-Rank Gradients", 2024. https://arxiv.org/abs/2407.08296
 
-Reference implementations: jiaweizzhao/GaLore@1317b5f ``galore_torch/adamw.py`` (HF-form AdamW in the
+Reference implementations: jiaweizzhao/GaLore@2cc66f8 ``galore_torch/adamw.py`` (HF-form AdamW in the
 subspace, α = ``scale``, decoupled decay after the step); IST-DASLab/ISTA-DASLab-Optimizers@4c98e6e
 ``fft_low_rank/dct_adamw.py`` (standard Adam bias correction, ε = 1e-8, re-selection every step, decay
 before the step); VITA-Group/Q-GaLore@dd09cd3 ``q_galore_torch/{q_galore_projector,q_galore_adamw8bit}.py``.
@@ -283,7 +283,7 @@ registry.register(
         family="lowrank",
         data_axis_arg="axis_name",
         paper="Zhao et al., GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection, ICML 2024, arXiv:2403.03507",
-        reference="jiaweizzhao/GaLore@1317b5f galore_torch/{galore_projector,adamw}.py; pytorch-optimizer 4.1.0 GaLore",
+        reference="jiaweizzhao/GaLore@2cc66f8 galore_torch/{galore_projector,adamw}.py; pytorch-optimizer 4.1.0 GaLore",
         static_args=_STATIC + ("projector",),
         state_per_param="r·min(m,n) + 2r·max(m,n) per matrix",
         elementwise=False,

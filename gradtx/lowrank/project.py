@@ -3,7 +3,7 @@
 Paper: Zhao, Zhang, Chen, Wang, Anandkumar, Tian, "GaLore: Memory-Efficient LLM Training by Gradient Low-Rank
 Projection", ICML 2024. https://arxiv.org/abs/2403.03507
 
-Reference implementation: jiaweizzhao/GaLore@1317b5f ``galore_torch/{galore_projector,adamw}.py``. Per
+Reference implementation: jiaweizzhao/GaLore@2cc66f8 ``galore_torch/{galore_projector,adamw}.py``. Per
 matrix: the projector is recomputed when ``step % T == 0`` (step counted before its increment: steps
 0, T, 2T, ...), the gradient is projected (``R = Pᵀ G`` or ``G P`` by the "std" side rule), the optimizer
 runs on ``R``, and its output is projected back and multiplied by ``scale`` (α). Moments are carried across

@@ -3,7 +3,7 @@
 Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
 https://arxiv.org/abs/2110.02861
 
-Reference implementation: bitsandbytes@95f9af30 ``backends/triton/kernels_optim.py``
+Reference implementation: bitsandbytes-foundation/bitsandbytes@95f9af30 ``backends/triton/kernels_optim.py``
 (``_quantize_blockwise_pytorch`` / ``_dequantize_blockwise_pytorch``, the readable twins of the CUDA
 kernels in ``csrc/kernels.cu``). The array is read in row-major order and cut into blocks of ``block_size``
 contiguous elements (the last one padded); each block keeps ``absmax = max |x|`` in float32 and every element

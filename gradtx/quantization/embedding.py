@@ -3,7 +3,8 @@
 Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022,
 section 2.3. https://arxiv.org/abs/2110.02861
 
-Reference implementation: bitsandbytes@95f9af30 ``nn/modules.py::StableEmbedding``: Xavier-uniform
+Reference implementation: bitsandbytes-foundation/bitsandbytes@95f9af30
+``nn/modules.py::StableEmbedding``: Xavier-uniform
 initialization, layer normalization of the looked-up vectors computed in full precision (before positional
 embeddings are added), and 32-bit optimizer state for the embedding weight (bitsandbytes registers an
 ``optim_bits=32`` override for it). The paper reports that this layer, not the quantization, is what keeps

@@ -4,7 +4,8 @@ Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise 
 https://arxiv.org/abs/2110.02861 (the data type itself: Dettmers, "8-Bit Approximations for Parallelism in
 Deep Learning", 2015, https://arxiv.org/abs/1511.04561).
 
-Reference implementation: bitsandbytes@95f9af30 ``bitsandbytes/functional.py::create_dynamic_map``, which
+Reference implementation: bitsandbytes-foundation/bitsandbytes@95f9af30
+``bitsandbytes/functional.py::create_dynamic_map``, which
 ``Optimizer2State`` calls as ``create_dynamic_map(signed=True)`` for the first state and
 ``create_dynamic_map(signed=False)`` for the second. A code is a sign bit (signed map only), a run of zeros
 whose length is the base-10 exponent, an indicator bit, and a linear fraction in the remaining bits: for

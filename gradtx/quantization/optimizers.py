@@ -3,7 +3,8 @@
 Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
 https://arxiv.org/abs/2110.02861
 
-Reference implementation: bitsandbytes@95f9af30 ``optim/adamw.py::AdamW8bit``, ``optim/lion.py::Lion8bit``
+Reference implementation: bitsandbytes-foundation/bitsandbytes@95f9af30 ``optim/adamw.py::AdamW8bit``,
+``optim/lion.py::Lion8bit``
 and the step ``backends/triton/kernels_optim.py::optimizer_update_8bit_blockwise_pytorch``. Each optimizer is
 :func:`~gradtx.quantization.quantize_state.quantize_state` around a direction (Adam's, written here with
 float32 scalars as the kernel has them; :func:`gradtx.scale_by_lion`), followed by decoupled weight decay
@@ -320,7 +321,8 @@ registry.register(
         test_kwargs={"learning_rate": 0.05, "weight_decay": 0.0, "min_size": 0},
         family="quantization",
         paper=_PAPER,
-        reference="bitsandbytes@95f9af30 optim/adamw.py AdamW8bit; backends/triton/kernels_optim.py",
+        reference="bitsandbytes-foundation/bitsandbytes@95f9af30 optim/adamw.py AdamW8bit; "
+        "backends/triton/kernels_optim.py",
         static_args=_STATIC,
         state_per_param="2 bytes (uint8 m, v) + 8 bytes per block of 256",
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),
@@ -334,7 +336,8 @@ registry.register(
         test_kwargs={"learning_rate": 0.03, "min_size": 0},
         family="quantization",
         paper=_PAPER,
-        reference="bitsandbytes@95f9af30 optim/lion.py Lion8bit; backends/triton/kernels_optim.py",
+        reference="bitsandbytes-foundation/bitsandbytes@95f9af30 optim/lion.py Lion8bit; "
+        "backends/triton/kernels_optim.py",
         static_args=_STATIC,
         state_per_param="1 byte (uint8 m) + 4 bytes per block of 256",
         optax_counterpart=(optax.lion, {"learning_rate": 0.03, "weight_decay": 0.0}),
@@ -348,7 +351,8 @@ registry.register(
         test_kwargs={"learning_rate": 0.1, "rectify": False, "min_size": 0},
         family="quantization",
         paper=_PAPER + "; Zhuang et al., AdaBelief, NeurIPS 2020, arXiv:2010.07468",
-        reference="bitsandbytes@95f9af30 8-bit recipe around gradtx.adabelief (official AdaBelief 0.2.1)",
+        reference="bitsandbytes-foundation/bitsandbytes@95f9af30 8-bit recipe around gradtx.adabelief "
+        "(official AdaBelief 0.2.1)",
         static_args=_STATIC
         + ("weight_decouple", "fixed_decay", "rectify", "degenerated_to_sgd", "amsgrad"),
         state_per_param="2 bytes (uint8 m, s; 3 with amsgrad) + 8 bytes per block of 256",

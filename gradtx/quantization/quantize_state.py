@@ -3,7 +3,8 @@
 Paper: Dettmers, Lewis, Shleifer, Zettlemoyer. "8-bit Optimizers via Block-wise Quantization", ICLR 2022.
 https://arxiv.org/abs/2110.02861
 
-Reference implementation: bitsandbytes@95f9af30 ``optim/optimizer.py::Optimizer2State`` (which state is
+Reference implementation: bitsandbytes-foundation/bitsandbytes@95f9af30
+``optim/optimizer.py::Optimizer2State`` (which state is
 quantized with which map, ``min_8bit_size``) and ``backends/triton/kernels_optim.py::
 optimizer_update_8bit_blockwise_pytorch`` (the step): dequantize the states to float32, run the float32
 update, requantize with the new per-block absmax. bitsandbytes hard-codes this loop into each optimizer's

@@ -5,7 +5,8 @@ Problems", ICML 2018. https://arxiv.org/abs/1802.04434
 
 Signum is Lion with ``b1 = b2 = momentum`` (the direction is the sign of the momentum itself), so gradtx
 builds it from :func:`gradtx.scale_by_lion`; ``momentum=0`` gives signSGD. Weight decay is coupled (added
-to the gradient before the momentum), as in the paper's reference code (jxbz/signSGD-with-Majority-Vote).
+to the gradient before the momentum), as in the reference code of the majority-vote follow-up paper
+(jiaweizzhao/signSGD-with-Majority-Vote@5bebcd0 ``main/Signum_SGD.py``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ registry.register(
         test_kwargs={"learning_rate": 0.03},
         family="sign_momentum",
         paper="Bernstein et al., signSGD: Compressed Optimisation for Non-Convex Problems, 2018, arXiv:1802.04434",
-        reference="jxbz/signSGD-with-Majority-Vote signum (momentum of g + λθ, then sign)",
+        reference="jiaweizzhao/signSGD-with-Majority-Vote@5bebcd0 main/Signum_SGD.py (momentum of g + λθ, then sign)",
         static_args=("mask",),
         state_per_param="1 (m)",
     )

@@ -20,6 +20,10 @@ Where gradtx differs:
     sort (bisection over float32 bit patterns, :mod:`gradtx.core.topk`), or approximately in one pass
     (``method='histogram'``: the threshold rounded down to 8 significant bits, relative error < 2**-7).
   * ``axis_name``: the threshold and the clip fraction are taken over the coordinates of every shard.
+  * dtypes: the threshold is found and applied in float32, or in float64 when a leaf is float64 (as the
+    official code sorts the gradients in their own dtype), so float64 coordinates below it pass through
+    unchanged and clipped ones equal the float64 threshold; the state's ``threshold`` has that dtype. The
+    Adam scalars (bias corrections) stay float32, as everywhere in gradtx.
 """
 
 from __future__ import annotations
@@ -59,9 +63,20 @@ def _check(fraction, threshold_scale, method):
   validation.check_choice("method", method, ("exact", "histogram"))
 
 
+def _threshold_zero(params):
+  """The initial threshold, in the dtype :func:`_clip_tree` computes it in for updates shaped like ``params``."""
+  return jnp.zeros([], topk.ranking_dtype(params))
+
+
 def _clip_tree(updates, fraction, threshold_scale, method, axis_name):
-  """Clipped updates, the threshold ``s τ`` and the fraction of coordinates whose value changed."""
+  """Clipped updates, the threshold ``s τ`` and the fraction of coordinates whose value changed.
+
+  The threshold is found and applied in :func:`gradtx.core.topk.ranking_dtype` (float64 when a leaf is
+  float64, else float32), so unclipped coordinates keep every bit and clipped ones are ``±s τ`` in their
+  own dtype.
+  """
   total = topk.size(updates, axis_name)
+  dtype = topk.ranking_dtype(updates)
   if not jax.tree.leaves(updates):
     zero = jnp.zeros((), jnp.float32)
     return updates, zero, zero
@@ -70,15 +85,18 @@ def _clip_tree(updates, fraction, threshold_scale, method, axis_name):
   else:
     index = jnp.floor(jnp.asarray(total, jnp.float32) * jnp.asarray(fraction, jnp.float32)).astype(jnp.int32)
   kth = topk.kth_largest_magnitude(updates, jnp.minimum(index, total - 1), method=method, axis_name=axis_name)
-  tau = jnp.where(index >= total, 0.0, kth) * jnp.asarray(threshold_scale, jnp.float32)
+  tau = jnp.where(index >= total, jnp.zeros((), dtype), kth) * jnp.asarray(threshold_scale, dtype)
+
+  def widened(g):
+    return g.astype(jnp.promote_types(g.dtype, dtype))
 
   def one(g):
-    g32 = g.astype(jnp.float32)
-    return jnp.where(jnp.abs(g32) < tau, g32, jnp.sign(g32) * tau).astype(g.dtype)
+    w = widened(g)
+    return jnp.where(jnp.abs(w) < tau, w, jnp.sign(w) * tau).astype(g.dtype)
 
   changed = jnp.zeros((), jnp.int32)
   for g in jax.tree.leaves(updates):
-    changed = changed + jnp.sum(jnp.abs(g.astype(jnp.float32)) > tau, dtype=jnp.int32)
+    changed = changed + jnp.sum(jnp.abs(widened(g)) > tau, dtype=jnp.int32)
   fraction_clipped = reduce.psum(changed, axis_name).astype(jnp.float32) / jnp.asarray(total, jnp.float32)
   return jax.tree.map(one, updates), tau, fraction_clipped
 
@@ -136,14 +154,13 @@ def clip_by_coordinate(
   _check(fraction, threshold_scale, method)
 
   def init_fn(params):
-    del params
-    return ClipByCoordinateState(threshold=jnp.zeros([], jnp.float32), clip_fraction=jnp.zeros([], jnp.float32))
+    return ClipByCoordinateState(threshold=_threshold_zero(params), clip_fraction=jnp.zeros([], jnp.float32))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del state, params, extra_args
+    del params, extra_args
     with jax.named_scope("gradtx/clip_by_coordinate"):
       clipped, tau, frac = _clip_tree(updates, fraction, threshold_scale, method, axis_name)
-      return clipped, ClipByCoordinateState(threshold=tau, clip_fraction=frac)
+      return clipped, ClipByCoordinateState(threshold=tau.astype(state.threshold.dtype), clip_fraction=frac)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -199,13 +216,12 @@ def scale_by_adam_coordinate_clipped(
   _check(fraction, threshold_scale, method)
 
   def init_fn(params):
-    zero = jnp.zeros([], jnp.float32)
     return ScaleByAdamCoordinateClippedState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params),
         nu=tree.zeros_like(params),
-        threshold=zero,
-        clip_fraction=zero,
+        threshold=_threshold_zero(params),
+        clip_fraction=jnp.zeros([], jnp.float32),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -221,11 +237,12 @@ def scale_by_adam_coordinate_clipped(
       bc2 = numerics.bias_correction(beta2, count)
 
       def one(g, m, v):
-        m_hat = m.astype(jnp.float32) / bc1
-        v_hat = v.astype(jnp.float32) / bc2
+        m_hat = numerics.upcast(m) / bc1
+        v_hat = numerics.upcast(v) / bc2
         return (m_hat / (jnp.sqrt(v_hat) + eps)).astype(g.dtype)
 
       new_updates = jax.tree.map(one, updates, mu, nu)
+      tau = tau.astype(state.threshold.dtype)
       return new_updates, ScaleByAdamCoordinateClippedState(count, mu, nu, tau, frac)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

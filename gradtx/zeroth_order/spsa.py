@@ -4,11 +4,12 @@ Papers: Spall, "Multivariate stochastic approximation using a simultaneous pertu
 approximation", IEEE TAC 1992. Malladi, Gao, Nichani, Damian, Lee, Chen, Arora, "Fine-Tuning Language
 Models with Just Forward Passes" (MeZO), NeurIPS 2023, https://arxiv.org/abs/2305.17333.
 
-Reference implementation: princeton-nlp/MeZO ``large_models/trainer.py`` (``zo_perturb_parameters``,
+Reference implementation: princeton-nlp/MeZO@552cb1b ``large_models/trainer.py`` (``zo_perturb_parameters``,
 ``zo_step``, ``zo_update``): a seed per step, ``z ~ N(0, I)`` regenerated from it param by param,
 ``ĝ = (L(θ + εz) − L(θ − εz)) / (2ε)`` on the same batch, ``θ ← θ − η (ĝ z + λ θ)`` with λ only on
 non-bias, non-LayerNorm params, ``ε = 1e-3``; ``n`` perturbations per step are averaged (``ĝ / n`` unless
-``zo_scale_lr_with_samples``). gradtx follows it with these differences:
+``scale_lr_with_samples``: ``zero_order_sample`` in ``medium_models/src/trainer.py``). gradtx follows it with
+these differences:
 
 * The perturbation key is ``fold_in(PRNGKey(seed), step, replica=0, sample)``, not a fresh
   ``np.random.randint``: the run is reproducible and every replica draws the same ``z``.
@@ -275,8 +276,8 @@ registry.register(
         family="scale_out",
         paper="Malladi et al., Fine-Tuning Language Models with Just Forward Passes (MeZO), NeurIPS 2023, "
         "arXiv:2305.17333",
-        reference="princeton-nlp/MeZO large_models/trainer.py (zo_step, zo_update) + optax.scale_by_adam; NumPy "
-        "transcription in tests/zeroth_order/test_spsa.py",
+        reference="princeton-nlp/MeZO@552cb1b large_models/trainer.py (zo_step, zo_update) + optax.scale_by_adam; "
+        "NumPy transcription in tests/zeroth_order/test_spsa.py",
         required_extra_args=("loss_fn",),
         static_args=("mask", "seed", "num_samples", "distribution", "axis_name"),
         state_per_param="2 (m, v; MeZO-SGD: 0)",

@@ -4,9 +4,9 @@ Each case records a 50-step float trajectory on :mod:`tests.fidelity.common`'s p
 computes the OFFICIAL update:
 
 * ``pytorch_optimizer`` 4.1.0 (PyTorch 2.13.0 CPU, float32) where it does, configured with explicit flags
-  (Lion, AdaBelief, SGDP);
+  (Lion, AdaBelief, SGDP with nesterov);
 * a float64 NumPy transcription of the official code, below, where it cannot be configured to
-  (diffGrad, AdamP). ``pytorch_optimizer``'s trajectory is then stored beside it as ``diag/peer/*`` with its
+  (diffGrad, AdamP, SGDP without nesterov). ``pytorch_optimizer``'s trajectory is then stored beside it as ``diag/peer/*`` with its
   distance from the official one in ``meta['peer']``.
 
 Where ``pytorch_optimizer`` 4.1.0 differs from the official code (checked against its source):
@@ -24,8 +24,11 @@ Where ``pytorch_optimizer`` 4.1.0 differs from the official code (checked agains
   scaled by ``1/√(1 − β2^t)`` (official ``√v / √(1 − β2^t) + ε``): NumPy transcription. Even at ε = 1e-8 the
   two placements end 1.8e-5 (of the largest entry) apart here, beyond the tolerance; ``adamp_nesterov`` uses
   ε = 1e-5, where they end 4% apart (``meta['peer']``).
-* SGDP (clovaai/AdamP ``adamp/sgdp.py``): same update; ``lr`` defaults to 1e-3 where the official code
-  requires it: pass it.
+* SGDP (clovaai/AdamP@7f6f0383 ``adamp/sgdp.py``): ``lr`` defaults to 1e-3 where the official code
+  requires it: pass it. With nesterov, the same update (``sgdp``). Without nesterov, the official
+  ``d_p = buf`` aliases the momentum buffer and the projection subtracts in place, so the stored buffer is
+  projected too; pytorch_optimizer projects ``buf.clone()`` and keeps the radial part: NumPy transcription
+  for ``sgdp_dampening`` (the two end ``meta['peer']`` apart, beyond the tolerance).
 
 The problem's first-layer weight is scale-invariant-ish (κ = :data:`KAPPA`), so AdamP/SGDP's projection
 fires in the channel view on some steps, in the layer view on others and not at all on the rest; the
@@ -153,6 +156,30 @@ def _adamp_step(lr, betas, eps, weight_decay, delta, wd_ratio, nesterov):
       if weight_decay > 0:
         p = p * (1 - lr * weight_decay * ratio)
       new[k] = p - lr / (1 - b1**t) * perturb
+    return new, state, diag
+
+  return step
+
+
+def _sgdp_step(lr, momentum, dampening, weight_decay, nesterov, eps, delta, wd_ratio):
+  """clovaai/AdamP@7f6f0383 ``adamp/sgdp.py``: without nesterov ``d_p = buf`` is projected in place, so the
+  stored buffer is the projected one; with nesterov ``d_p = grad + momentum * buf`` is a new tensor."""
+
+  def step(params, grads, state, t):
+    new, diag = {}, {}
+    for k in common.PARAM_NAMES:
+      p, g = params[k], grads[k]
+      buf = state[k][0] = momentum * state[k][0] + (1 - dampening) * g
+      d_p = g + momentum * buf if nesterov else buf
+      ratio = 1.0
+      if p.ndim > 1:
+        d_p, ratio, code, margin = _projection(p, g, d_p, delta, wd_ratio, eps)
+        diag[f"projection/{k}"], diag[f"projection_margin/{k}"] = np.int8(code), margin
+        if not nesterov:
+          state[k][0] = d_p
+      if weight_decay > 0:
+        p = p * (1 - lr * weight_decay * ratio / (1 - momentum))
+      new[k] = p - lr * d_p
     return new, state, diag
 
   return step
@@ -296,13 +323,19 @@ def _adamp_case(name, mutations, **overrides):
 
 
 def _sgdp_case(name, mutations, **overrides):
-  kwargs = {**dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-2, weight_decouple=True,
-                   nesterov=True, eps=1e-8, delta=0.1, wd_ratio=0.1, foreach=False), **overrides}
+  """With nesterov pytorch_optimizer is the oracle; without, the NumPy transcription (its buffer aliasing)."""
+  kwargs = {**dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=1e-2, nesterov=True, eps=1e-8, delta=0.1,
+                   wd_ratio=0.1), **overrides}
   gradtx_kwargs = dict(learning_rate=kwargs["lr"], momentum=kwargs["momentum"], dampening=kwargs["dampening"],
                        weight_decay=kwargs["weight_decay"], nesterov=kwargs["nesterov"], eps=kwargs["eps"],
                        delta=kwargs["delta"], wd_ratio=kwargs["wd_ratio"], channel_axis=0)
-  return Case(name, "sgdp", gradtx_kwargs, mutations, "pytorch_optimizer.SGDP", kwargs,
-              _from_torch("SGDP", probe=_projection_probe, check=_check_projection))
+  torch_kwargs = {**kwargs, "weight_decouple": True, "foreach": False}
+  if kwargs["nesterov"]:
+    return Case(name, "sgdp", gradtx_kwargs, mutations, "pytorch_optimizer.SGDP", torch_kwargs,
+                _from_torch("SGDP", probe=_projection_probe, check=_check_projection))
+  return Case(name, "sgdp", gradtx_kwargs, mutations,
+              "NumPy transcription of clovaai/AdamP@7f6f0383 adamp/sgdp.py (float64)", kwargs,
+              _from_numpy(_sgdp_step, 1, "SGDP", torch_kwargs, check=_check_projection))
 
 
 _DIFFGRAD = dict(lr=1e-2, betas=[0.9, 0.999], eps=1e-8, weight_decay=1e-2)

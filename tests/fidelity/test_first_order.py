@@ -110,8 +110,10 @@ def test_discontinuities_have_margin():
 
 
 def test_pytorch_optimizer_deviations_as_documented():
-  """README: pytorch_optimizer's AdamP (ε placement) leaves the tolerance; its diffGrad (√(v + 1e-15)) does not."""
+  """README: pytorch_optimizer's AdamP (ε placement) and SGDP without nesterov (projects a copy of the
+  buffer) leave the tolerance; its diffGrad (√(v + 1e-15)) does not."""
   key = f"within_rtol_{RTOL:g}_atol_{ATOL:g}"
   assert not _fixture("adamp").meta["peer"][key]
   assert not _fixture("adamp_nesterov").meta["peer"][key]
+  assert not _fixture("sgdp_dampening").meta["peer"][key]
   assert _fixture("diffgrad").meta["peer"][key]

@@ -68,11 +68,14 @@ class AdamP:
 
 
 class SGDP:
+  """Without nesterov the official ``d_p = buf`` aliases the buffer, and ``_projection``'s in-place
+  ``perturb -= ...`` projects the stored buffer too: ``clone_buffer=False`` (default) stores the projected
+  ``d_p``. ``clone_buffer=True`` is pytorch_optimizer 4.1.0's ``d_p = buf.clone()`` (buffer unprojected)."""
 
   def __init__(self, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, eps=1e-8, delta=0.1,
-               wd_ratio=0.1):
+               wd_ratio=0.1, clone_buffer=False):
     self.__dict__.update(lr=lr, mu=momentum, damp=dampening, wd=weight_decay, nesterov=nesterov, eps=eps,
-                         delta=delta, wd_ratio=wd_ratio)
+                         delta=delta, wd_ratio=wd_ratio, clone=clone_buffer)
     self.buf, self.views = {}, []
 
   def step(self, params, grads):
@@ -84,6 +87,8 @@ class SGDP:
       ratio, views[k] = 1.0, None
       if p.ndim > 1:
         d_p, ratio, views[k] = projection(p, g, d_p, self.delta, self.wd_ratio, self.eps)
+        if not (self.nesterov or self.clone):
+          self.buf[k] = d_p
       if self.wd > 0:
         p = p * (1 - self.lr * self.wd * ratio / (1 - self.mu))
       out[k] = p - self.lr * d_p

@@ -1,6 +1,6 @@
 """Writes tests/quantization/fixtures/dynamic_maps.npz: bitsandbytes' dynamic maps as PyTorch computes them.
 
-bitsandbytes@95f9af30 ``functional.py::create_dynamic_map`` builds its maps in float32 with
+bitsandbytes-foundation/bitsandbytes@95f9af30 ``functional.py::create_dynamic_map`` builds its maps in float32 with
 ``torch.linspace``; this script repeats that construction (transcribed, for 8 bits and 7 exponent bits) in
 PyTorch so the test can compare gradtx's maps with the float32 values bitsandbytes actually uses.
 Run it with an environment that has torch (e.g. ``pip install torch==2.13.0``):

@@ -184,3 +184,44 @@ def test_invalid_arguments(kwargs, name):
 def test_invalid_adam_arguments(kwargs, name):
   with pytest.raises(ValueError, match=name):
     gradtx.adam_coordinate_clipped(0.1, **kwargs)
+
+
+def _tree64(seed):
+  """float64 gradients whose mantissas use all 52 bits (none is a float32 value), over 30 decades."""
+  rng = np.random.default_rng(seed)
+  return {"bias": jnp.asarray(rng.standard_cauchy(7), jnp.float64),
+          "kernel": jnp.asarray(rng.normal(size=(5, 6)) * 10.0 ** rng.uniform(-15, 15, (5, 6)), jnp.float64)}
+
+
+def test_float64_coordinates_keep_their_bits():
+  """Unclipped float64 coordinates pass through bit for bit; clipped ones are ± the float64 threshold."""
+  fraction = 0.3
+  with jax.enable_x64(True):
+    g = _tree64(7)
+    assert not any(np.any(np.asarray(x) == np.asarray(x).astype(np.float32)) for x in g.values())
+    out, state = _clip(g, fraction)
+    tau = official_threshold(g, fraction)
+    expected = official_clip(g, tau)
+    for k in g:
+      assert out[k].dtype == jnp.float64
+      np.testing.assert_array_equal(np.asarray(out[k]), expected[k])
+    assert state.threshold.dtype == jnp.float64 and float(state.threshold) == tau
+    approx, s_approx = _clip(g, fraction, method="histogram")  # the float64 threshold, 7 mantissa bits
+    t_hat = float(s_approx.threshold)
+    assert t_hat <= tau < t_hat * (1 + 2.0**-7)
+    for k in g:
+      np.testing.assert_array_equal(np.asarray(approx[k]), official_clip(g, t_hat)[k])
+
+
+def test_adam_coordinate_clipped_float64_first_moment_sees_the_float64_clip():
+  with jax.enable_x64(True):
+    g = _tree64(8)
+    tx = gradtx.scale_by_adam_coordinate_clipped(b1=0.9, fraction=0.5)
+    updates, state = jax.jit(tx.update)(g, tx.init(g))
+    expected = official_clip(g, official_threshold(g, 0.5))
+    # m_1 = (1 − b1) clip(g) with gradtx's float32 rate: one float64 product on both sides, exact.
+    rate = np.float64(np.float32(1.0) - np.float32(0.9))
+    for k in g:
+      assert updates[k].dtype == state.mu[k].dtype == jnp.float64
+      np.testing.assert_array_equal(np.asarray(state.mu[k]), rate * expected[k])
+    assert state.threshold.dtype == jnp.float64 and float(state.threshold) == official_threshold(g, 0.5)
