@@ -32,6 +32,8 @@ PIECES = {
     "scale_by_stable_spam": lambda: gradtx.scale_by_stable_spam(reset_period=2, total_steps=10),
     "add_gradient_noise": lambda: gradtx.add_gradient_noise(0.1),
     "scale_by_agvm": lambda: gradtx.scale_by_agvm(ADAM, _label, start_step=0, interval=1),
+    "scale_by_agvm_adam": lambda: gradtx.scale_by_agvm(ADAM, _label, start_step=0, interval=1, use_adam=True,
+                                                       adam_eps=1e-3),
 }
 
 
@@ -44,7 +46,7 @@ def _grads(params, t):
 
 
 def _update(name, tx, g, s, p, **kw):
-  if name == "scale_by_agvm":
+  if name.startswith("scale_by_agvm"):
     kw["grad_pair"] = (g, jax.tree.map(lambda x: (x * 0.9 + 0.01).astype(x.dtype), g))
   return tx.update(g, s, p, **kw)
 
