@@ -210,9 +210,9 @@ def scale_by_spam(
   Adam (``sqrt(1−β2^t)/(1−β1^t) · m/(sqrt(v) + ε)``, bias-correction step not reset).
 
   With ``density < 1`` (the official sparse momentum) the leaves selected by ``density_mask`` keep their
-  moments for ``k = int(density · size)`` random coordinates only, redrawn at every reset step before the
-  moments are zeroed; those coordinates are clipped and stepped as above and the others get a zero update
-  (:mod:`gradtx.stability.spam_sparse`).
+  moments for ``k = int(density · size)`` random coordinates only, redrawn at every reset step (where the
+  moments are zeroed anyway); those coordinates are clipped and stepped as above and the others get a zero
+  update (:mod:`gradtx.stability.spam_sparse`).
 
   Args:
     b1: decay rate of the first moment, in [0, 1).

@@ -23,10 +23,12 @@ Where gradtx differs:
     it is given (the same as the official layout for matrices).
   * Without resets (``every=None``) the subset is drawn once; the official code cannot run with
     ``DeltaT = 0`` (a modulo by zero).
-  * On an Explicit mesh the gradient of a sampled leaf is gathered (replicated) before its coordinates are
-    taken, and the ``(k,)`` moments and indices are replicated; shard them with
-    :func:`gradtx.state_shardings` (``rule=``) if ``k`` divides the mesh axis. Inside ``shard_map`` with
-    leaves split across devices, each shard samples ``int(density · local size)`` of its own block.
+  * Sharding: the ``(k,)`` moments and indices are replicated by default. To split them, give the indices
+    and the moments of a leaf the same spec (e.g. ``gradtx.state_shardings(tx, params, specs, rule=...)``
+    with ``P('x')`` for ``(k,)`` leaves, ``k`` divisible by the axis) when placing the state; the gathered
+    coordinates follow the indices' layout. The gradient of a sampled leaf is replicated before its
+    coordinates are taken. Inside ``shard_map`` with leaves split across devices, each shard samples
+    ``int(density · local size)`` of its own block.
 """
 
 from __future__ import annotations
@@ -128,12 +130,15 @@ def sample_coordinates(
     return treedef.unflatten([x if k is None else take(x, i) for i, (x, k) in enumerate(zip(leaves, counts))])
 
   def gather(x, idx):
+    """``x``'s coordinates at ``idx``, laid out as ``idx`` (so moments sharded like their indices line up)."""
     flat = layout.constrain(x, x, (None,) * x.ndim).reshape(-1)
-    return jnp.take(flat, idx, unique_indices=True, indices_are_sorted=True)
+    out = layout.explicit_sharding(idx) if layout.explicit_sharding(x) is not None else None
+    return flat.at[idx].get(unique_indices=True, indices_are_sorted=True, out_sharding=out)
 
   def scatter(g, idx, u):
     flat = layout.zeros((math.prod(g.shape),), g.dtype, g, (None,))
-    full = flat.at[idx].set(u.astype(g.dtype), unique_indices=True, indices_are_sorted=True).reshape(g.shape)
+    idx, u = layout.constrain(idx, g, P()), layout.constrain(u.astype(g.dtype), g, P())
+    full = flat.at[idx].set(u, unique_indices=True, indices_are_sorted=True).reshape(g.shape)
     return layout.constrain(full, g, layout.spec_of(g))
 
   def init_fn(params):

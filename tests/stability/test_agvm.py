@@ -124,8 +124,10 @@ def test_single_device_matches_official(interval, start, stop, clamp):
   assert float(state.scales[1]) <= float(state.scales[2]) < 1.0  # noisier modules take smaller steps
 
 
-@pytest.mark.parametrize("interval, start, stop, world_size, weight_decay, adam_b2, adam_eps",
-                         [(1, 0, None, None, 0.0, None, None), (2, 1, 9, 8, 0.01, 0.99, 1e-6), (1, 2, None, 1, 0.0, None, None)])
+@pytest.mark.parametrize(
+    "interval, start, stop, world_size, weight_decay, adam_b2, adam_eps",
+    [(1, 0, None, None, 0.0, None, None), (2, 1, 9, 8, 0.01, 0.99, 1e-6), (1, 2, None, 1, 0.0, None, None)],
+)
 def test_use_adam_matches_official(interval, start, stop, world_size, weight_decay, adam_b2, adam_eps):
   params, pairs = _params(), _pairs(12)
   betas, eps = (0.9, 0.999 if adam_b2 is None else adam_b2), 1e-8 if adam_eps is None else adam_eps
