@@ -15,9 +15,24 @@ The step uses the full mean gradient with group ``k``'s learning rate multiplied
 ``start <= i <= stop`` (also between refreshes). Scaling the learning rate of SGD, momentum SGD, Adam or
 AdamW is scaling their final update, so gradtx wraps any optax optimizer and scales its updates.
 
+With ``use_adam`` (official ``use_adam=True``, for Adam/AdamW) the cosine is taken between Adam-preconditioned
+half gradients. The official hook computes them from the half gradients as they are at that point of its
+``_agvm_update``, ``g_A / W`` (the loss is divided by ``W · W/2`` before the all-reduce within a half), with
+the optimizer's ``exp_avg_sq`` before this step's update, ``v``, and the group's ``betas[1]`` and ``eps``;
+it then multiplies by ``W``:
+
+``ĝ_A = W · (g_A / W) / (sqrt(β2 v + (1 − β2) (g_A / W)²) + ε)``, the same for ``B``; ``v`` is not changed.
+
+gradtx reproduces both quirks: the half gradient enters the candidate second moment scaled by ``1/W`` (so
+its weight there shrinks as ``1/W²`` with the number of replicas), and ``v`` is not bias-corrected.
+``W`` is the size of ``axis_name`` on a mesh and ``world_size`` (default 2) on one device; ``world_size=1``
+gives the formula the code seems to intend (Adam's next ``v`` with the half gradient). ``v`` is the inner
+optimizer's ``nu`` (``optax.tree.get(inner_state, 'nu')``, the un-debiased EMA that torch calls
+``exp_avg_sq``); ``adam_b2`` and ``adam_eps`` must be the inner Adam's ``b2`` and ``eps``.
+
 Where gradtx differs:
-  * The official ``use_adam`` option (cosine of Adam-preconditioned gradients, which mixes the
-    ``1/world_size``-scaled half gradient into the second moment) is not implemented.
+  * ``use_adam`` on the first iteration: the official hook raises ``KeyError`` when a refresh comes before
+    the optimizer's first step (torch creates ``exp_avg_sq`` lazily); gradtx reads the zero ``nu``.
   * The official hook compares rank 0 with rank ``min(world_size // 2 + 8, world_size − 1)``; both hold
     their half's all-reduced gradient, so this is the same as comparing the halves.
   * On a mesh gradtx all-reduces ``Σ g`` every step and ``Σ ±g`` (+ on half A, − on half B) on refresh
@@ -90,6 +105,10 @@ def scale_by_agvm(
     momentum: float = 0.97,
     min_ratio: float = 0.5,
     max_ratio: float = 10.0,
+    use_adam: bool = False,
+    adam_b2: float | None = None,
+    adam_eps: float | None = None,
+    world_size: int | None = None,
     axis_name: reduce.AxisName = None,
     axis_index_groups: Sequence[Sequence[int]] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
@@ -110,6 +129,10 @@ def scale_by_agvm(
   gives ``inner`` the mean, and takes ``g_A``, ``g_B`` from the two halves of the axis (the first and second
   half of the indices, or the two lists of ``axis_index_groups``).
 
+  **With** ``use_adam=True`` (``inner`` an Adam-family optimizer with a ``nu`` state field) the cosine is
+  between ``g / (sqrt(β2 ν + (1 − β2) (g / W)²) + ε)`` of the two halves, as in the official hook (see the
+  module docstring for its two quirks).
+
   Args:
     inner: the optimizer whose learning rate is modulated (e.g. ``optax.sgd(lr, momentum=0.9)``).
     label_fn: maps a parameter path (keys joined by ``'/'``, e.g. ``'backbone/conv1/kernel'``) to its
@@ -121,6 +144,12 @@ def scale_by_agvm(
     momentum: m, the EMA rate of ``s`` (official 0.97).
     min_ratio: lower clamp of the variance ratio (official 0.5).
     max_ratio: upper clamp of the variance ratio (official 10).
+    use_adam: take the cosine of Adam-preconditioned half gradients (official ``use_adam``); ``inner``'s
+      state must have one ``nu`` field shaped like the params.
+    adam_b2: the inner Adam's ``b2`` (only with ``use_adam``; default 0.999, torch's and optax's).
+    adam_eps: the inner Adam's ``eps`` (only with ``use_adam``; default 1e-8, torch's and optax's).
+    world_size: ``W`` of the official ``1/W`` scaling on one device (only with ``use_adam`` and
+      ``axis_name=None``; default 2, one replica per half); on a mesh ``W`` is the size of ``axis_name``.
     axis_name: data-parallel axis; ``None`` on one device.
     axis_index_groups: the two halves of ``axis_name`` as two lists of axis indices of equal length.
 
@@ -139,6 +168,11 @@ def scale_by_agvm(
     >>> u, state = tx.update(g, state, params, grad_pair=(g_a, g_b))
     >>> state.scales.round(3)  # the noisier head: ratio clamped to 0.5, step x sqrt(0.5)
     Array([1.   , 0.707], dtype=float32)
+    >>> adam = gradtx.scale_by_agvm(optax.adam(0.1), lambda path: path.split("/")[0], start_step=0,
+    ...                             interval=1, momentum=0.0, use_adam=True)
+    >>> u, state = adam.update(g, adam.init(params), params, grad_pair=(g_a, g_b))
+    >>> state.variance.round(3)  # nu = 0: each half is W sign(g) / sqrt(1 - b2), only signs compared
+    Array([0.293, 0.293], dtype=float32)
 
   References:
     Xue et al., `Large-batch Optimization for Dense Visual Predictions <https://arxiv.org/abs/2210.11078>`_,
@@ -155,7 +189,43 @@ def scale_by_agvm(
   validation.check_positive("max_ratio", max_ratio)
   if axis_index_groups is not None and (axis_name is None or len(axis_index_groups) != 2):
     raise ValueError(f"`axis_index_groups` must be two lists of indices of `axis_name`, got {axis_index_groups!r}.")
+  validation.check_bool("use_adam", use_adam)
+  for name, value in (("adam_b2", adam_b2), ("adam_eps", adam_eps), ("world_size", world_size)):
+    if value is not None and not use_adam:
+      raise ValueError(f"`{name}` is only used with use_adam=True, got {name}={value!r} and use_adam=False.")
+  if world_size is not None and axis_name is not None:
+    raise ValueError(f"`world_size` is for one device; on a mesh W is the size of `axis_name`, got {world_size!r}.")
+  beta2 = 0.999 if adam_b2 is None else adam_b2
+  eps = 1e-8 if adam_eps is None else adam_eps
+  validation.check_beta("adam_b2", beta2)
+  validation.check_nonnegative("adam_eps", eps)
+  if world_size is not None:
+    validation.check_int("world_size", world_size, low=1)
   inner = optax.with_extra_args_support(inner)
+
+  def second_moment(inner_state, like):
+    """The leaves of the inner optimizer's ``nu``, checked to mirror those of ``like`` (at trace time)."""
+    try:
+      nu = optax.tree.get(inner_state, "nu")
+    except KeyError:
+      raise ValueError("use_adam=True needs one `nu` field in the inner state; it has several.") from None
+    if nu is None:
+      raise ValueError(f"use_adam=True needs an Adam-family `inner` with a `nu` state field, got {inner_state!r:.200}.")
+    leaves = jax.tree.leaves(nu)
+    shapes = [tuple(x.shape) for x in leaves]
+    if shapes != [tuple(x.shape) for x in jax.tree.leaves(like)]:
+      raise ValueError(f"use_adam=True needs the inner `nu` shaped like the params, got leaf shapes {shapes!r:.200}.")
+    return leaves
+
+  def precondition(grads, nu, w):
+    """Official ``_cat_all_param_grads`` with ``use_adam``, times W: the half gradient enters as ``g / W``."""
+    leaves, treedef = jax.tree.flatten(grads)
+
+    def one(g, v):
+      g, v = g.astype(jnp.float32), v.astype(jnp.float32)
+      return g / (jnp.sqrt(beta2 * v + (1.0 - beta2) * jnp.square(g / w)) + eps)
+
+    return treedef.unflatten([one(g, v) for g, v in zip(leaves, nu)])
 
   def group_index(params):
     labels = _leaf_labels(params, label_fn)
@@ -167,11 +237,14 @@ def scale_by_agvm(
 
   def init_fn(params):
     _, n_groups, _ = group_index(params)
+    inner_state = inner.init(params)
+    if use_adam:
+      second_moment(inner_state, params)
     return ScaleByAGVMState(
         count=jnp.zeros([], jnp.int32),
         scales=jnp.ones([n_groups], jnp.float32),
         variance=jnp.zeros([n_groups], jnp.float32),
-        inner_state=inner.init(params),
+        inner_state=inner_state,
     )
 
   def update_fn(updates, state, params=None, *, grad_pair=None, **extra_args):
@@ -196,6 +269,10 @@ def scale_by_agvm(
         raise ValueError("scale_by_agvm needs `grad_pair=(g_a, g_b)` in `update` when `axis_name` is None.")
       else:
         grads, (g_a, g_b) = updates, grad_pair
+      if use_adam:
+        nu = second_moment(state.inner_state, updates)
+        w = float(n if axis_name is not None else (2 if world_size is None else world_size))
+        g_a, g_b = precondition(g_a, nu, w), precondition(g_b, nu, w)
 
       dot = jnp.zeros([n_groups], jnp.float32)
       sq_a = jnp.zeros([n_groups], jnp.float32)
@@ -206,7 +283,11 @@ def scale_by_agvm(
         sq_a = sq_a.at[k].add(jnp.sum(a * a))
         sq_b = sq_b.at[k].add(jnp.sum(b * b))
       phi = 1.0 - dot / jnp.sqrt(jnp.maximum(sq_a * sq_b, 1e-16))
-      ratio = jnp.clip((phi[ref] + 1e-6) / (phi + 1e-6), min_ratio, max_ratio)
+      # The reference group's own ratio is exactly 1, as in the official code (the same tensor element
+      # divided by itself); XLA may round phi[ref] and phi differently in two fusions, which matters when
+      # phi[ref] is near 0 (identical halves, or sign-like preconditioned halves at the first step).
+      is_ref = jnp.arange(n_groups) == ref
+      ratio = jnp.clip(jnp.where(is_ref, 1.0, (phi[ref] + 1e-6) / (phi + 1e-6)), min_ratio, max_ratio)
       scales = jnp.where(refresh, momentum * state.scales + (1.0 - momentum) * jnp.sqrt(ratio), state.scales)
       scales = scales.astype(jnp.float32)
       variance = jnp.where(refresh, phi, state.variance)

@@ -13,11 +13,18 @@ Reference implementation: TianjinYellow/SPAM-Optimizer@e8185fbe ``galore_torch/S
   ``s_t`` the warm-up multiplier of :func:`gradtx.reset_state_every`;
 * then decoupled decay of the moved params, not scaled by ``s_t``: ``θ ← θ − η λ θ``.
 
+Sparse momentum (``density < 1``, the official param groups with a ``density`` key): moments only for
+``int(density · N)`` random coordinates of each matrix, redrawn at every reset, zero update elsewhere; see
+:mod:`gradtx.stability.spam_sparse`. The official weight decay of such a group is a no-op
+(``p.data[mask].add_(...)`` decays a copy made by boolean indexing), and :func:`spam` reproduces that by
+default (``decay_sparse=False``).
+
 Where gradtx differs:
-  * The official sparse-momentum mode (param groups with ``density < 1``: moments kept only on a random
-    mask of each matrix, resampled at every reset) is not implemented: in a jitted step the state has a
-    fixed shape, so it would save no memory. Its weight decay is also a no-op in the official code
-    (``p.data[mask].add_(...)`` writes to a copy).
+  * Sparse mode: every redraw keeps exactly ``int(density · N)`` coordinates (the official redraws are
+    Bernoulli masks of varying size), and any leaf can be sampled, not only matrices (see
+    :mod:`gradtx.stability.spam_sparse`). The official scripts also put the attention and MLP weights in a
+    ``density = 1.0`` group, whose decay is a no-op too; gradtx's ``density=1`` is the plain dense optimizer
+    (pass a ``mask`` without those weights to reproduce the scripts).
   * pytorch-optimizer 4.1.0 ``SPAM``: warm-up one step ahead and default W = 50 (see
     :mod:`gradtx.stability.reset`); otherwise the same update.
 """
@@ -32,7 +39,8 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import alias, numerics, reduce, topk, tree, validation
+from gradtx.core import alias, matrix, numerics, reduce, topk, tree, validation
+from gradtx.stability import spam_sparse
 from gradtx.stability.reset import reset_state_every
 
 
@@ -171,6 +179,17 @@ def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.Gradie
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _check_density(density: Any, density_mask: Any) -> None:
+  if isinstance(density, bool) or not isinstance(density, (int, float)):
+    raise ValueError(
+        f"`density` must be a Python float in (0, 1] (it sets the state's shape: list it in static_args "
+        f"under optax.inject_hyperparams), got {density!r} of type {type(density).__name__}."
+    )
+  validation.check_range("density", density, low=0.0, high=1.0, low_inclusive=False)
+  if density_mask is not None and density == 1:
+    raise ValueError(f"`density_mask` selects the sparse leaves and needs `density` < 1, got density={density!r}.")
+
+
 def scale_by_spam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -180,12 +199,20 @@ def scale_by_spam(
     reset_period: int | None = 500,
     warmup_steps: int = 150,
     accumulation_steps: int = 20,
+    density: float = 1.0,
+    density_mask: Any | Callable[[optax.Params], Any] | None = None,
+    seed: int = 0,
     axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SPAM's direction: spike clipping, Adam, and momentum reset with a cosine warm-up.
 
   ``reset_state_every(clip_spikes(adam), reset_period, warmup_steps=warmup_steps)`` with the official
   Adam (``sqrt(1−β2^t)/(1−β1^t) · m/(sqrt(v) + ε)``, bias-correction step not reset).
+
+  With ``density < 1`` (the official sparse momentum) the leaves selected by ``density_mask`` keep their
+  moments for ``k = int(density · size)`` random coordinates only, redrawn at every reset step (where the
+  moments are zeroed anyway); those coordinates are clipped and stepped as above and the others get a zero
+  update (:mod:`gradtx.stability.spam_sparse`).
 
   Args:
     b1: decay rate of the first moment, in [0, 1).
@@ -195,6 +222,12 @@ def scale_by_spam(
     reset_period: ΔT (official 500); ``None`` never resets.
     warmup_steps: W (official 150; pytorch-optimizer's default is 50).
     accumulation_steps: N_a (official ``grad_accu_steps`` 20).
+    density: fraction of coordinates with moments, in (0, 1], a static Python float (official param-group
+      ``density``); 1 is the dense optimizer.
+    density_mask: the leaves with sparse moments when ``density < 1`` (a prefix tree of booleans or a
+      callable of the params); ``None``: every 2-D leaf (the official group holds the attention and MLP
+      weight matrices). Only allowed with ``density < 1``.
+    seed: seed of the coordinate draws (used when ``density < 1``); the same on every replica.
     axis_name: mapped axis for the clip-fraction diagnostic.
 
   Returns:
@@ -207,6 +240,11 @@ def scale_by_spam(
     >>> u, state = tx.update(jnp.array([0.5, -2.0, 0.0]), state)
     >>> u.round(3)
     Array([ 1., -1.,  0.], dtype=float32)
+    >>> sparse = gradtx.scale_by_spam(density=0.25)
+    >>> state = sparse.init({"w": jnp.zeros((4, 8))})
+    >>> u, state = sparse.update({"w": jnp.ones((4, 8))}, state)
+    >>> int((u["w"] != 0).sum())  # moments and steps for int(0.25 * 32) coordinates
+    8
 
   References:
     Huang et al., `SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training
@@ -215,6 +253,8 @@ def scale_by_spam(
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_nonnegative("eps", eps)
+  _check_density(density, density_mask)
+  validation.check_int("seed", seed)
   direction = clip_spikes(
       _scale_by_adam_eps_outside(b1, b2, eps),
       threshold,
@@ -222,6 +262,8 @@ def scale_by_spam(
       reset_period=reset_period,
       axis_name=axis_name,
   )
+  if density < 1:
+    direction = spam_sparse.sample_coordinates(direction, density, mask=density_mask, every=reset_period, seed=seed)
   if reset_period is None:
     return direction
   return reset_state_every(direction, reset_period, warmup_steps=warmup_steps, fields=("mu", "nu"))
@@ -239,6 +281,10 @@ def spam(
     reset_period: int | None = 500,
     warmup_steps: int = 150,
     accumulation_steps: int = 20,
+    density: float = 1.0,
+    density_mask: Any | Callable[[optax.Params], Any] | None = None,
+    seed: int = 0,
+    decay_sparse: bool = False,
     axis_name: reduce.AxisName = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The SPAM optimizer (official defaults), with weight decay after the step as in the official code.
@@ -248,6 +294,13 @@ def spam(
     \theta \leftarrow \left(\theta - \eta_t s_t\, \mathrm{SPAM}(g_t)\right)(1 - \eta_t \lambda)
 
   with :func:`scale_by_spam` giving the direction and ``s_t`` the post-reset warm-up multiplier.
+
+  .. note::
+    With ``density < 1`` the leaves with sparse moments are not decayed by default: the official
+    ``p.data[mask].add_(p.data[mask], alpha=-lr * wd)`` adds to the copy that boolean indexing makes, so
+    the decay of a ``density`` group is a no-op. ``decay_sparse=True`` decays them like the other leaves
+    (every coordinate, as AdamW would); the official line seems to mean the masked coordinates only, which
+    gradtx does not offer.
 
   Args:
     learning_rate: η, a float or an optax schedule.
@@ -260,6 +313,11 @@ def spam(
     reset_period: see :func:`scale_by_spam`.
     warmup_steps: see :func:`scale_by_spam`.
     accumulation_steps: see :func:`scale_by_spam`.
+    density: see :func:`scale_by_spam`.
+    density_mask: see :func:`scale_by_spam`.
+    seed: see :func:`scale_by_spam`.
+    decay_sparse: decay the leaves with sparse moments too (False: the official no-op; no effect when
+      ``density == 1``).
     axis_name: see :func:`scale_by_spam`.
 
   Returns:
@@ -290,9 +348,28 @@ def spam(
       reset_period=reset_period,
       warmup_steps=warmup_steps,
       accumulation_steps=accumulation_steps,
+      density=density,
+      density_mask=density_mask,
+      seed=seed,
       axis_name=axis_name,
   )
+  validation.check_bool("decay_sparse", decay_sparse)
+  if density < 1 and not decay_sparse:
+    mask = _without_sparse_leaves(mask, density_mask)
   return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
+
+
+def _without_sparse_leaves(mask: Any, density_mask: Any) -> Callable[[optax.Params], Any]:
+  """The decay mask ``mask`` minus the leaves with sparse moments (the official no-op decay)."""
+
+  def combined(params):
+    treedef = jax.tree.structure(params)
+    unboxed = tree.unboxed_map(lambda x: x, params)
+    keep = matrix.leaf_mask(mask, params)
+    sparse = spam_sparse.sampled_leaves(density_mask, unboxed)
+    return treedef.unflatten([k and not s for k, s in zip(keep, sparse)])
+
+  return combined
 
 
 registry.register(
@@ -304,7 +381,8 @@ registry.register(
         paper="Huang et al., SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training, 2025, "
         "arXiv:2501.06842",
         reference="TianjinYellow/SPAM-Optimizer@e8185fbe galore_torch/SPAM.py; pytorch-optimizer 4.1.0 SPAM",
-        static_args=("reset_period", "warmup_steps", "accumulation_steps", "axis_name", "mask"),
+        static_args=("reset_period", "warmup_steps", "accumulation_steps", "density", "density_mask", "seed",
+                     "decay_sparse", "axis_name", "mask"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),

@@ -1,5 +1,6 @@
 """AGVM against a NumPy transcription of the official hook (Sense-X/AGVM@b60d5981 agvm_optimizer_hook.py)
-driving momentum SGD, on one device (grad_pair) and on 8 simulated devices (axis_name)."""
+driving momentum SGD and, with use_adam, torch's AdamW, on one device (grad_pair) and on 8 simulated devices
+(axis_name)."""
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +38,49 @@ def official_agvm_sgd(params, pairs, *, lr, momentum, interval, start, stop, ema
       p[k] = p[k] - lr * use[groups.index(label(k))] * buf[k]
     traj.append({k: v.copy() for k, v in p.items()})
   return traj, scales
+
+
+def official_agvm_adamw(params, pairs, *, lr, betas, eps, weight_decay, interval, start, stop, ema, world_size):
+  """Official hook with use_adam=True around torch AdamW (float64); returns (trajectory, scales, similarities).
+
+  ``_cat_all_param_grads`` sees each half's gradient as ``g / W`` (the loss is divided by ``W · W/2`` before
+  the all-reduce within a half) and AdamW's ``exp_avg_sq`` before this step; its result is multiplied by W.
+  A refresh at iteration 0 raises KeyError in the official code (no ``exp_avg_sq`` yet): zeros here, as gradtx.
+  """
+  groups = ["backbone", "neck", "head"]
+  b1, b2 = betas
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  m = {k: np.zeros_like(v) for k, v in p.items()}
+  v = {k: np.zeros_like(x) for k, x in p.items()}
+  scales, sims = np.ones(len(groups)), None
+  traj = []
+  for it, (g_a, g_b) in enumerate(pairs):
+    if start <= it <= stop and it % interval == 0:
+      sims = []
+      for grp in groups:
+        halves = []
+        for half in (g_a, g_b):
+          parts = []
+          for k in (k for k in p if label(k) == grp):
+            g = np.asarray(half[k], np.float64) / world_size
+            cur = v[k] * b2 + g**2 * (1 - b2)
+            parts.append((g / (np.sqrt(cur) + eps)).ravel())
+          halves.append(np.concatenate(parts) * world_size)
+        a, b = halves
+        sims.append(1 - a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-8))
+      new = [np.sqrt(np.clip((sims[0] + 1e-6) / (s + 1e-6), 0.5, 10.0)) for s in sims]
+      scales = ema * scales + (1 - ema) * np.array(new)
+    use = scales if start <= it <= stop else np.ones(len(groups))
+    for k in p:
+      t = it + 1
+      g = (np.asarray(g_a[k], np.float64) + np.asarray(g_b[k], np.float64)) / 2
+      lr_k = lr * use[groups.index(label(k))]
+      p[k] = p[k] * (1 - lr_k * weight_decay)
+      m[k] = b1 * m[k] + (1 - b1) * g
+      v[k] = b2 * v[k] + (1 - b2) * g * g
+      p[k] = p[k] - lr_k / (1 - b1**t) * m[k] / (np.sqrt(v[k]) / np.sqrt(1 - b2**t) + eps)
+    traj.append({k: x.copy() for k, x in p.items()})
+  return traj, scales, np.array(sims)
 
 
 def _params():
@@ -80,15 +124,53 @@ def test_single_device_matches_official(interval, start, stop, clamp):
   assert float(state.scales[1]) <= float(state.scales[2]) < 1.0  # noisier modules take smaller steps
 
 
-def _mesh_run(axis_index_groups):
+@pytest.mark.parametrize(
+    "interval, start, stop, world_size, weight_decay, adam_b2, adam_eps",
+    [(1, 0, None, None, 0.0, None, None), (2, 1, 9, 8, 0.01, 0.99, 1e-6), (1, 2, None, 1, 0.0, None, None)],
+)
+def test_use_adam_matches_official(interval, start, stop, world_size, weight_decay, adam_b2, adam_eps):
+  params, pairs = _params(), _pairs(12)
+  betas, eps = (0.9, 0.999 if adam_b2 is None else adam_b2), 1e-8 if adam_eps is None else adam_eps
+  expected, scales, sims = official_agvm_adamw(
+      params, pairs, lr=0.05, betas=betas, eps=eps, weight_decay=weight_decay, interval=interval, start=start,
+      stop=10**9 if stop is None else stop, ema=0.7, world_size=2 if world_size is None else world_size)
+  inner = optax.adamw(0.05, b1=betas[0], b2=betas[1], eps=eps, weight_decay=weight_decay)
+  tx = gradtx.scale_by_agvm(inner, label, reference_label="backbone", interval=interval, start_step=start,
+                            stop_step=stop, momentum=0.7, use_adam=True, adam_b2=adam_b2, adam_eps=adam_eps,
+                            world_size=world_size)
+  state, p = tx.init(params), params
+  step = jax.jit(tx.update)
+  for (g_a, g_b), exp in zip(pairs, expected):
+    g = jax.tree.map(lambda a, b: (a + b) / 2, g_a, g_b)
+    u, state = step(g, state, p, grad_pair=(g_a, g_b))
+    p = optax.apply_updates(p, u)
+    for k in p:
+      # float32 against float64 over 12 Adam steps: each moves a param of size <= 2 by ~lr = 0.05 whatever the
+      # gradient (half an ulp, 1.2e-7, per add) and the direction m / (sqrt(v) + eps) loses a few ulps more
+      # where m nearly cancels; about 3e-6 measured. A formula error (1/W, bias correction) moves the scales
+      # by 1e-3 or more, so the params by far more than this bound.
+      np.testing.assert_allclose(np.asarray(p[k]), exp[k], rtol=1e-5, atol=1e-5)
+  # 1 - cos in float32 is off by a few ulps of 1 (1.2e-7 each) whatever its size (phi_backbone ~ 5e-3).
+  np.testing.assert_allclose(np.asarray(state.variance), sims[[0, 2, 1]], rtol=1e-5, atol=5e-7)
+  np.testing.assert_allclose(np.asarray(state.scales), scales[[0, 2, 1]], rtol=1e-5)
+
+
+def test_use_adam_needs_an_inner_nu():
+  with pytest.raises(ValueError, match="nu"):
+    gradtx.scale_by_agvm(optax.sgd(0.1, momentum=0.9), label, use_adam=True).init(_params())
+  with pytest.raises(ValueError, match="several"):
+    gradtx.scale_by_agvm(optax.chain(optax.adam(0.1), optax.adam(0.1)), label, use_adam=True).init(_params())
+
+
+def _mesh_run(axis_index_groups, use_adam=False):
   params = _params()
   rng = np.random.default_rng(3)
   local = [{k: jnp.asarray(rng.normal(size=v.shape) + rng.normal(size=(8, *v.shape)) * (0.2 + 2 * (label(k) == "head")),
                            jnp.float32) for k, v in params.items()} for _ in range(4)]
-  kwargs = {"reference_label": "backbone", "interval": 2, "start_step": 1, "momentum": 0.5}
-  tx = gradtx.scale_by_agvm(optax.sgd(0.1, momentum=0.9), label, axis_name="i",
-                            axis_index_groups=axis_index_groups, **kwargs)
-  single = gradtx.scale_by_agvm(optax.sgd(0.1, momentum=0.9), label, **kwargs)
+  kwargs = {"reference_label": "backbone", "interval": 2, "start_step": 1, "momentum": 0.5, "use_adam": use_adam}
+  inner = optax.adam(0.1) if use_adam else optax.sgd(0.1, momentum=0.9)
+  tx = gradtx.scale_by_agvm(inner, label, axis_name="i", axis_index_groups=axis_index_groups, **kwargs)
+  single = gradtx.scale_by_agvm(inner, label, **kwargs, **({"world_size": 8} if use_adam else {}))
   first = [0, 1, 2, 3] if axis_index_groups is None else axis_index_groups[0]
   second = [i for i in range(8) if i not in first]
   replicate = lambda x: jnp.broadcast_to(x, (8, *x.shape))  # noqa: E731
@@ -119,6 +201,10 @@ def test_eight_devices_with_axis_index_groups():
   _mesh_run([[0, 2, 4, 6], [1, 3, 5, 7]])
 
 
+def test_use_adam_on_eight_devices_equals_single_device_with_world_size_8():
+  _mesh_run(None, use_adam=True)
+
+
 def test_missing_grad_pair_is_clear():
   tx = gradtx.scale_by_agvm(optax.sgd(0.1), label)
   with pytest.raises(ValueError, match="grad_pair"):
@@ -135,7 +221,11 @@ def test_unknown_reference_label():
     "kwargs, name",
     [({"interval": 0}, "interval"), ({"start_step": -1}, "start_step"), ({"stop_step": 2, "start_step": 5}, "stop_step"),
      ({"momentum": 1.0}, "momentum"), ({"min_ratio": 0.0}, "min_ratio"), ({"max_ratio": -1.0}, "max_ratio"),
-     ({"axis_index_groups": [[0], [1]]}, "axis_index_groups"), ({"label_fn": "backbone"}, "label_fn")],
+     ({"axis_index_groups": [[0], [1]]}, "axis_index_groups"), ({"label_fn": "backbone"}, "label_fn"),
+     ({"use_adam": 1}, "use_adam"), ({"adam_b2": 0.99}, "adam_b2"), ({"adam_eps": 1e-6}, "adam_eps"),
+     ({"world_size": 4}, "world_size"), ({"use_adam": True, "adam_b2": 1.0}, "adam_b2"),
+     ({"use_adam": True, "adam_eps": -1.0}, "adam_eps"), ({"use_adam": True, "world_size": 0}, "world_size"),
+     ({"use_adam": True, "world_size": 4, "axis_name": "i"}, "world_size")],
 )
 def test_invalid_arguments(kwargs, name):
   args = {"label_fn": label, **kwargs}

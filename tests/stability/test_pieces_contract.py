@@ -25,11 +25,15 @@ PIECES = {
     "clip_spikes_adam": lambda: gradtx.clip_spikes(ADAM, 50.0, accumulation_steps=2),
     "reset_state_every": lambda: gradtx.reset_state_every(ADAM, 2, warmup_steps=2),
     "scale_by_spam": lambda: gradtx.scale_by_spam(reset_period=2, warmup_steps=1, accumulation_steps=1),
+    "scale_by_spam_sparse": lambda: gradtx.scale_by_spam(reset_period=2, warmup_steps=1, accumulation_steps=1,
+                                                         density=0.5),
     "clip_by_adaptive_max": lambda: gradtx.clip_by_adaptive_max(reset_period=2),
     "normalize_by_norm_ema": lambda: gradtx.normalize_by_norm_ema(total_steps=10),
     "scale_by_stable_spam": lambda: gradtx.scale_by_stable_spam(reset_period=2, total_steps=10),
     "add_gradient_noise": lambda: gradtx.add_gradient_noise(0.1),
     "scale_by_agvm": lambda: gradtx.scale_by_agvm(ADAM, _label, start_step=0, interval=1),
+    "scale_by_agvm_adam": lambda: gradtx.scale_by_agvm(ADAM, _label, start_step=0, interval=1, use_adam=True,
+                                                       adam_eps=1e-3),
 }
 
 
@@ -42,7 +46,7 @@ def _grads(params, t):
 
 
 def _update(name, tx, g, s, p, **kw):
-  if name == "scale_by_agvm":
+  if name.startswith("scale_by_agvm"):
     kw["grad_pair"] = (g, jax.tree.map(lambda x: (x * 0.9 + 0.01).astype(x.dtype), g))
   return tx.update(g, s, p, **kw)
 
@@ -96,7 +100,9 @@ def test_compiles_once_and_keeps_dtypes(name, dtype):
          ("bias_correction", "reset_period", "total_steps", "axis_name")),
         (gradtx.add_gradient_noise, {"eta": 0.1, "gamma": 0.5, "seed": 3}, ("seed",)),
         (gradtx.scale_by_spam, {"b1": 0.8, "threshold": 50.0, "reset_period": 2, "warmup_steps": 1},
-         ("reset_period", "warmup_steps", "accumulation_steps", "axis_name")),
+         ("reset_period", "warmup_steps", "accumulation_steps", "density", "density_mask", "seed", "axis_name")),
+        (gradtx.scale_by_spam, {"b1": 0.8, "threshold": 50.0, "reset_period": 2, "warmup_steps": 1, "density": 0.5},
+         ("reset_period", "warmup_steps", "accumulation_steps", "density", "density_mask", "seed", "axis_name")),
     ],
 )
 def test_inject_hyperparams(factory, kwargs, static):
