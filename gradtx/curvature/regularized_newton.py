@@ -109,7 +109,8 @@ def scale_by_regularized_newton(
   """
   validation.check_positive("gamma_init", gamma_init)
   validation.check_nonnegative("gamma_min", gamma_min)
-  validation.check_nonnegative("eps", eps)
+  # γ >= gamma_min and starts at gamma_init > 0, and the step is guarded where h + λ = 0: eps = 0 is safe.
+  validation.check_eps("eps", eps, guarded=True)
   validation.check_int("max_tries", max_tries, low=1)
   estimator = hutchinson.estimate_hessian_diag_hutchinson(
       seed=seed, n_probes=n_probes, distribution=distribution, axis_name=axis_name

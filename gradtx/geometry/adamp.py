@@ -33,8 +33,7 @@ def _checked_adam(b1, b2, eps, nesterov, mu_dtype, nu_dtype):
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_positive("eps", eps)
-  if not isinstance(nesterov, bool):
-    raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}.")
+  validation.check_bool("nesterov", nesterov)
   return _adam.scale_by_adam(b1, b2, eps, nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
 

@@ -160,6 +160,7 @@ def project_radial(
     Heo et al., `AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights
     <https://arxiv.org/abs/2006.08217>`_, 2021.
   """
+  validation.check_transformation("inner", inner)
   validation.check_positive("delta", delta)
   validation.check_range("wd_ratio", wd_ratio, low=0.0, high=1.0)
   validation.check_schedule("weight_decay", weight_decay)

@@ -66,13 +66,6 @@ def check_common(*, update_every, side, on_switch, seed, stagger, adaptive_refre
     raise ValueError(f"`adaptive_refresh` must be an AdaptiveRefresh or None, got {adaptive_refresh!r}.")
 
 
-def check_transformation(name: str, tx: Any, allow_none: bool = False) -> None:
-  if tx is None and allow_none:
-    return
-  if not (hasattr(tx, "init") and hasattr(tx, "update")):
-    raise ValueError(f"`{name}` must be an optax GradientTransformation, got {tx!r}.")
-
-
 def project_low_rank(
     inner: optax.GradientTransformation,
     *,
@@ -156,8 +149,8 @@ def project_low_rank(
     Zhao et al., `GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection
     <https://arxiv.org/abs/2403.03507>`_, 2024.
   """
-  check_transformation("inner", inner)
-  check_transformation("full_rank", full_rank, allow_none=True)
+  validation.check_transformation("inner", inner)
+  validation.check_transformation("full_rank", full_rank, allow_none=True)
   validation.check_int("rank", rank, low=1)
   check_common(update_every=update_every, side=side, on_switch=on_switch, seed=seed, stagger=stagger,
                adaptive_refresh=adaptive_refresh)

@@ -146,6 +146,7 @@ def scale_by_agvm(
   """
   if not callable(label_fn):
     raise ValueError(f"`label_fn` must be a callable of a parameter path, got {label_fn!r}.")
+  validation.check_transformation("inner", inner)
   validation.check_int("interval", interval, low=1)
   validation.check_int("start_step", start_step, low=0)
   if stop_step is not None:

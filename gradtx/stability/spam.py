@@ -105,6 +105,7 @@ def clip_spikes(
     Huang et al., `SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training
     <https://arxiv.org/abs/2501.06842>`_, 2025.
   """
+  validation.check_transformation("inner", inner, allow_none=True)
   validation.check_nonnegative("threshold", threshold)
   validation.check_beta("b2", b2)
   validation.check_int("accumulation_steps", accumulation_steps, low=0)
@@ -190,7 +191,7 @@ def scale_by_spam(
   Args:
     b1: decay rate of the first moment, in [0, 1).
     b2: decay rate of the second moment, in [0, 1).
-    eps: ε >= 0, added to ``sqrt(v)`` before bias correction (official default 1e-6).
+    eps: ε > 0, added to ``sqrt(v)`` before bias correction (official default 1e-6).
     threshold: θ of :func:`clip_spikes` (official 5000; 0 disables clipping).
     reset_period: ΔT (official 500); ``None`` never resets.
     warmup_steps: W (official 150; pytorch-optimizer's default is 50).
@@ -214,7 +215,8 @@ def scale_by_spam(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   direction = clip_spikes(
       _scale_by_adam_eps_outside(b1, b2, eps),
       threshold,

@@ -101,8 +101,7 @@ def scale_by_just_one_byte(
   validation.check_int("seed", seed)
   validation.check_int("num_samples", num_samples, low=1)
   validation.check_choice("normalization", normalization, ("sqrt", "mean"))
-  if not isinstance(quantize, bool):
-    raise ValueError(f"`quantize` must be a bool, got {quantize!r}.")
+  validation.check_bool("quantize", quantize)
   validation.check_choice("distribution", distribution, ("normal", "rademacher"))
 
   def init_fn(params):
