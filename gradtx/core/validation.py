@@ -153,6 +153,13 @@ def may_be_positive(value: Any) -> bool:
     return True
 
 
+def check_at_most(name: str, value: Any, bound_name: str, bound: Any) -> None:
+  """``value <= bound`` (two arguments that form an interval), when both are numbers known at construction."""
+  known = [None if _deferred(v) or callable(v) else float(np.asarray(v)) for v in (value, bound)]
+  if None not in known and known[0] > known[1]:
+    raise ValueError(f"`{name}` must be <= {bound_name}={bound!r}, got {value!r}.")
+
+
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
   allowed = tuple(allowed)
   def same_kind(a):
@@ -219,6 +226,7 @@ def check_bool(name: str, value: Any) -> None:
 
 
 __all__: list[str] = [
+    "check_at_most",
     "check_beta",
     "check_bool",
     "check_callable_or_none",

@@ -99,7 +99,8 @@ def project_low_rank(
   Args:
     inner: any optax transformation, applied in the projected space (once per projected leaf, each with its
       own state) and, unless ``full_rank`` is given, to the leaves that are not projected.
-    rank: r >= 1, clipped per leaf to ``min(rows, cols)``.
+    rank: r >= 1, clipped per leaf to ``min(rows, cols)``; each leaf's state records the rank it uses
+      (``LowRankLeafState.rank``, listed by :func:`gradtx.lowrank.effective_ranks`).
     projector: ``'svd'`` (GaLore: top-r singular vectors of the gradient), ``'dct'`` (top-r columns of a
       fixed DCT basis; r int32 indices per leaf), ``'random'`` (seeded Gaussian, regenerated, never stored),
       or a :class:`~gradtx.lowrank.Projector` (e.g. ``gradtx.lowrank.quantized('svd')``: INT4 storage).

@@ -154,6 +154,7 @@ def scale_by_agvm(
   validation.check_beta("momentum", momentum)
   validation.check_positive("min_ratio", min_ratio)
   validation.check_positive("max_ratio", max_ratio)
+  validation.check_at_most("min_ratio", min_ratio, "max_ratio", max_ratio)
   if axis_index_groups is not None and (axis_name is None or len(axis_index_groups) != 2):
     raise ValueError(f"`axis_index_groups` must be two lists of indices of `axis_name`, got {axis_index_groups!r}.")
   inner = optax.with_extra_args_support(inner)

@@ -361,3 +361,20 @@ def test_learning_rate_schedules_and_zero_d_arrays_are_accepted(name):
   factory, required = _factory(name), _required(name)
   factory(**{**required, "learning_rate": optax.linear_schedule(0.1, 0.0, 10)})
   factory(**{**required, "learning_rate": jnp.asarray(0.1)})
+
+
+#: Arguments bounded by another argument: (factory, arguments, the pair's names in the message).
+PAIRS = [
+    ("lamb", dict(learning_rate=0.1, phi_min=2.0, phi_max=1.0), ("`phi_max`", "phi_min")),
+    ("scale_by_agvm", dict(min_ratio=3.0, max_ratio=2.0), ("`min_ratio`", "max_ratio")),
+    ("linear_decay", dict(peak_value=0.1, total_steps=10, warmup_steps=10), ("`warmup_steps`", "total_steps")),
+    ("adaptive_batch_size", dict(initial_batch_size=8, max_batch_size=4), ("`max_batch_size`", "8")),
+    ("scale_by_agvm", dict(start_step=10, stop_step=5), ("`stop_step`", "10")),
+]
+
+
+@pytest.mark.parametrize("name, kwargs, wording", PAIRS, ids=[f"{p[0]}-{list(p[1])[-1]}" for p in PAIRS])
+def test_arguments_bounded_by_another_argument(name, kwargs, wording):
+  with pytest.raises(ValueError) as e:
+    _factory(name)(**{**_required(name), **kwargs})
+  assert all(w in str(e.value) for w in wording), str(e.value)
