@@ -129,7 +129,8 @@ def scale_by_sophia(
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_positive("gamma", gamma)
-  validation.check_positive("eps", eps)
+  # max(γ h, ε) is 0 where the Hessian estimate is 0: ε = 0 gives m / 0 (and 0 / 0 where m = 0 too).
+  validation.check_eps("eps", eps)
   validation.check_int("update_interval", update_interval, low=1)
   validation.check_bool("estimate_at_start", estimate_at_start)
   if not isinstance(hessian_diag, optax.GradientTransformation):

@@ -171,6 +171,8 @@ OVERRIDES: dict[tuple[str, str], Kind] = {
     ("lowrank.QuantizedProjector", "block_size"): Kind("even int >= 2", (1, 3), integer=True),
     ("q_galore", "bits"): Kind("one of (4, 8)", (5,), integer=True),
     ("lowrank.QuantizedProjector", "bits"): Kind("one of (4, 8)", (5,), integer=True),
+    ("lowrank.quantized", "bits"): Kind("one of (4, 8)", (5,), integer=True),
+    ("lowrank.quantized", "block_size"): Kind("even int >= 2", (1, 3), integer=True),
     ("quantize_state", "bits"): Kind("one of (8,)", (4,), integer=True),
     ("record_grad_norms", "ord"): Kind("one of (1, 2)", (-1, 3), integer=True),
 }
@@ -256,6 +258,8 @@ PIECES = {
     "lowrank.AdaptiveRefresh": dict,
     "lowrank.DCTProjector": dict,
     "lowrank.QuantizedProjector": lambda: dict(base=lowrank.SVDProjector()),
+    "lowrank.RandomProjector": dict,
+    "lowrank.quantized": dict,
     "lowrank.sample_layers": lambda: dict(inner=_adam(), num_active=1),
     "lowrank.scale_by_adam_hf": dict,
 }
