@@ -9,7 +9,8 @@ Refused with a ``ValueError`` at construction, before anything is traced:
 - booleans (``True`` is an int to Python, never a meaningful rate or size);
 - tuples and lists (PyTorch's ``betas=(0.9, 0.999)`` is two arguments here, ``b1`` and ``b2``), arrays of
   more than one element, ``None`` where no default behaviour exists, complex numbers;
-- NaN always, and ``±inf`` unless the check says ``allow_inf`` (a threshold that ``inf`` switches off).
+- NaN always, and ``±inf`` unless the check says ``allow_inf`` (a p-norm order, where ``inf`` is the max
+  norm).
 
 Values that cannot be known at construction are let through: JAX tracers (``optax.inject_hyperparams``
 calls factories with traced hyperparameters, and so does a factory called inside ``jax.jit``),
@@ -90,8 +91,8 @@ def check_range(
     name: the argument's name as the user wrote it (the message backquotes it).
     value: the value given.
     low, high: optional bounds; ``low_inclusive`` / ``high_inclusive`` make them strict or not.
-    allow_inf: let ``inf`` / ``-inf`` through when they lie in the range (an ``inf`` threshold that
-      switches a clip off); NaN is refused always.
+    allow_inf: let ``inf`` / ``-inf`` through when they lie in the range (where the argument gives them a
+      meaning); NaN is refused always.
     schedule: the argument is an ``optax.ScalarOrSchedule``: callables are let through.
   """
   allowed = _interval(low, high, low_inclusive, high_inclusive, allow_inf)
@@ -107,11 +108,6 @@ def check_range(
     raise ValueError(f"`{name}` must lie in {allowed}, got {value!r}.")
 
 
-def check_real(name: str, value: Any, *, allow_inf: bool = False) -> None:
-  """Any finite real number (e.g. a channel-free exponent or an offset that may be negative)."""
-  check_range(name, value, allow_inf=allow_inf)
-
-
 def check_nonnegative(name: str, value: Any, *, allow_inf: bool = False) -> None:
   check_range(name, value, low=0.0, allow_inf=allow_inf)
 
@@ -123,11 +119,6 @@ def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> None:
 def check_beta(name: str, value: Any) -> None:
   """A decay rate of an exponential moving average: ``0 <= value < 1``."""
   check_range(name, value, low=0.0, high=1.0, high_inclusive=False)
-
-
-def check_fraction(name: str, value: Any, *, low_inclusive: bool = True, high_inclusive: bool = True) -> None:
-  """A fraction or a mixing weight in ``[0, 1]`` (ends open on request)."""
-  check_range(name, value, low=0.0, high=1.0, low_inclusive=low_inclusive, high_inclusive=high_inclusive)
 
 
 def check_eps(name: str, value: Any, *, guarded: bool = False) -> None:
@@ -194,12 +185,6 @@ def check_int(name: str, value: Any, *, low: int | None = None, high: int | None
     raise ValueError(f"`{name}` must be {what}, got {value!r}.")
 
 
-def check_optional_int(name: str, value: Any, *, low: int | None = None, high: int | None = None) -> None:
-  """``None`` (the documented default behaviour) or a Python int in range."""
-  if value is not None:
-    check_int(name, value, low=low, high=high)
-
-
 def check_transformation(name: str, value: Any, *, allow_none: bool = False) -> None:
   """An optax transformation (anything with ``init`` and ``update``), e.g. the ``inner`` of a wrapper."""
   if value is None and allow_none:
@@ -232,13 +217,10 @@ __all__: list[str] = [
     "check_callable_or_none",
     "check_choice",
     "check_eps",
-    "check_fraction",
     "check_int",
     "check_nonnegative",
-    "check_optional_int",
     "check_positive",
     "check_range",
-    "check_real",
     "check_schedule",
     "check_transformation",
     "may_be_positive",
