@@ -180,13 +180,13 @@ OVERRIDES: dict[tuple[str, str], Kind] = {
 #: Arguments that are no numbers: modes, flags, masks, axes, dtypes, callables, transformations, trees.
 NOT_NUMERIC = frozenset({
     "absolute", "adaptive_refresh", "amsgrad", "axis_index_groups", "axis_name", "base", "bias_correction",
-    "blocks", "buffer_dtype", "compressor", "correct_bias", "degenerated_to_sgd", "dimension_numbers",
+    "blocks", "buffer_dtype", "compressor", "correct_bias", "data_axis", "degenerated_to_sgd", "dimension_numbers",
     "distribution", "dtype", "eps_corrected", "estimate_at_start", "fields", "fixed_decay", "full_rank",
     "grad_norms", "hessian_diag", "inactive", "inner", "input_norms", "kappa_grad", "kind", "label_fn",
     "mask", "method", "mode", "mu_dtype", "name", "nesterov", "normalization", "nu_dtype", "nu_field",
     "on_switch", "order", "orthogonal", "per_leaf", "probabilities", "projection_mask", "projector",
     "quantize", "quantize_mask", "radial", "rectify", "reference_label", "reset", "reset_count",
-    "reset_magnitude", "rule", "scale_front", "scale_type", "side", "signed", "spatial_average",
+    "reset_magnitude", "rule", "scale_front", "scale_type", "shard_axis", "side", "signed", "spatial_average",
     "stacked", "stacked_kernels", "stagger", "state_free", "state_full", "stochastic_rounding",
     "stores_basis", "subspace", "test", "trust_ratio_mask", "unsigned_fields", "variant", "weight_decouple",
 })
@@ -360,7 +360,10 @@ def test_flags_must_be_booleans(name):
   assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in FACTORIES if "learning_rate" in inspect.signature(_factory(n)).parameters))
+WITH_LEARNING_RATE = sorted(n for n in FACTORIES if "learning_rate" in inspect.signature(_factory(n)).parameters)
+
+
+@pytest.mark.parametrize("name", WITH_LEARNING_RATE)
 def test_learning_rate_schedules_and_zero_d_arrays_are_accepted(name):
   factory, required = _factory(name), _required(name)
   factory(**{**required, "learning_rate": optax.linear_schedule(0.1, 0.0, 10)})
