@@ -72,7 +72,7 @@ def scale_by_adahessian(
   Args:
     b1: momentum decay β1.
     b2: decay β2 of the ``D²`` EMA.
-    eps: ε added to the denominator (official 1e-4).
+    eps: ε > 0 added to the denominator (official 1e-4).
     hessian_power: k_H in (0, 1] (official default 1; "try 0.5").
     update_interval: steps between Hessian estimates (1 in the official code).
     n_probes: probes per estimate.
@@ -89,7 +89,7 @@ def scale_by_adahessian(
 
   Examples:
     >>> import jax.numpy as jnp, gradtx
-    >>> tx = gradtx.scale_by_adahessian(eps=0.0)
+    >>> tx = gradtx.scale_by_adahessian(eps=1e-12)
     >>> params = jnp.array([1.0, 1.0])
     >>> loss_fn = lambda p: jnp.sum(jnp.array([1.0, 100.0]) * p**2)  # diag(H) = (2, 200)
     >>> u, _ = tx.update(jnp.array([2.0, 200.0]), tx.init(params), params, loss_fn=loss_fn)
@@ -101,7 +101,9 @@ def scale_by_adahessian(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # A coordinate whose Hessian-diagonal estimate is 0 (the loss is linear in it) has a zero root: eps = 0
+  # divides m by 0 there.
+  validation.check_eps("eps", eps)
   validation.check_range("hessian_power", hessian_power, low=0.0, high=1.0, low_inclusive=False)
   validation.check_int("update_interval", update_interval, low=1)
   estimator = hutchinson.estimate_hessian_diag_hutchinson(

@@ -152,7 +152,7 @@ def estimate_hessian_diag_hutchinson(
   validation.check_int("seed", seed)
   validation.check_int("n_probes", n_probes, low=1)
   validation.check_choice("distribution", distribution, ("rademacher", "gaussian"))
-  validation.check_choice("absolute", absolute, (True, False))
+  validation.check_bool("absolute", absolute)
   check_spatial_average(spatial_average)
 
   def init_fn(params):

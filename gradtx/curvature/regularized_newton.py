@@ -109,7 +109,9 @@ def scale_by_regularized_newton(
   """
   validation.check_positive("gamma_init", gamma_init)
   validation.check_nonnegative("gamma_min", gamma_min)
-  validation.check_nonnegative("eps", eps)
+  # λ = ‖g‖ / (γ + ε) enters only the guarded d = g / (h + λ) (0 where h + λ is not > 0): with eps = 0 and γ
+  # halved towards 0, λ is inf or NaN and the step 0, never non-finite, so eps = 0 is allowed.
+  validation.check_eps("eps", eps, guarded=True)
   validation.check_int("max_tries", max_tries, low=1)
   estimator = hutchinson.estimate_hessian_diag_hutchinson(
       seed=seed, n_probes=n_probes, distribution=distribution, axis_name=axis_name

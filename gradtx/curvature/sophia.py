@@ -129,9 +129,10 @@ def scale_by_sophia(
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   validation.check_positive("gamma", gamma)
-  validation.check_positive("eps", eps)
+  # max(γ h, ε) is 0 where the Hessian estimate is 0: ε = 0 gives m / 0 (and 0 / 0 where m = 0 too).
+  validation.check_eps("eps", eps)
   validation.check_int("update_interval", update_interval, low=1)
-  validation.check_choice("estimate_at_start", estimate_at_start, (True, False))
+  validation.check_bool("estimate_at_start", estimate_at_start)
   if not isinstance(hessian_diag, optax.GradientTransformation):
     raise ValueError(f"`hessian_diag` must be an optax.GradientTransformation, got {hessian_diag!r}.")
   estimator = optax.with_extra_args_support(hessian_diag)
@@ -337,6 +338,7 @@ def sophia_g(
   References:
     Liu et al., `Sophia <https://arxiv.org/abs/2305.14342>`_, 2024. Official code: Liuhong99/Sophia.
   """
+  validation.check_positive("rho", rho)  # checked under the official name, before scale_by_sophia sees it as gamma
   estimator = gnb.estimate_hessian_diag_gnb(
       seed=seed, batch_tokens=batch_tokens, clip_norm=clip_norm, axis_name=axis_name
   )

@@ -35,9 +35,9 @@ from gradtx.geometry.radial import project_radial
 def _checked_adam(b1, b2, eps, nesterov, mu_dtype, nu_dtype):
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_positive("eps", eps)
-  if not isinstance(nesterov, bool):
-    raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}.")
+  # Adam's sqrt(v) is 0 on a zero-gradient coordinate, and ε also guards the cosine: ε = 0 gives 0 / 0.
+  validation.check_eps("eps", eps)
+  validation.check_bool("nesterov", nesterov)
   return _adam.scale_by_adam(b1, b2, eps, nesterov=nesterov, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
 

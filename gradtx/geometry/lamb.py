@@ -126,7 +126,7 @@ def lamb(
     learning_rate: η, a float or an optax schedule.
     b1: decay rate of the first moment, in [0, 1).
     b2: decay rate of the second moment, in [0, 1).
-    eps: ε outside the square root (>= 0).
+    eps: ε outside the square root (> 0; >= 0 when ``eps_root > 0``).
     eps_root: ε inside the square root (>= 0).
     weight_decay: λ (the paper uses 0.01), a float or an optax schedule.
     mask: tree of booleans (or a function of the params giving one) selecting the leaves that decay;
@@ -161,8 +161,9 @@ def lamb(
   validation.check_schedule("learning_rate", learning_rate)
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
   validation.check_nonnegative("eps_root", eps_root)
+  # sqrt(v + eps_root) is 0 where a coordinate's gradient is 0 unless eps_root > 0: then eps = 0 is safe.
+  validation.check_eps("eps", eps, guarded=validation.may_be_positive(eps_root))
   validation.check_schedule("weight_decay", weight_decay)
   trust = scale_by_lamb_trust_ratio(phi_min, phi_max, axis_name=axis_name)
   if trust_ratio_mask is not None:

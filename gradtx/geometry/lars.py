@@ -86,7 +86,8 @@ def scale_by_lars_trust_ratio(
   """
   validation.check_positive("trust_coefficient", trust_coefficient)
   validation.check_schedule("weight_decay", weight_decay)
-  validation.check_nonnegative("eps", eps)
+  # The trust ratio is taken only where the denominator is positive (1 elsewhere): eps = 0 is safe.
+  validation.check_eps("eps", eps, guarded=True)
 
   def init_fn(params):
     del params
@@ -172,8 +173,7 @@ def lars(
   """
   validation.check_schedule("learning_rate", learning_rate)
   validation.check_beta("momentum", momentum)
-  if not isinstance(nesterov, bool):
-    raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}.")
+  validation.check_bool("nesterov", nesterov)
   return alias.keep_update_dtype(optax.chain(
       scale_by_lars_trust_ratio(
           trust_coefficient,

@@ -196,10 +196,12 @@ def project_radial_aliased(
   ``put(inner_state, projected)`` stores the projected tree back, as the official in-place ``perturb -= ...``
   does to the buffer. ``alias=None`` is :func:`project_radial`.
   """
+  validation.check_transformation("inner", inner)
   validation.check_positive("delta", delta)
   validation.check_range("wd_ratio", wd_ratio, low=0.0, high=1.0)
   validation.check_schedule("weight_decay", weight_decay)
-  validation.check_positive("eps", eps)
+  # ε keeps the cosine and the normalized weights finite for zero gradients and zero weights.
+  validation.check_eps("eps", eps)
   validation.check_int("channel_axis", channel_axis)
   inner = optax.with_extra_args_support(inner)
 

@@ -47,8 +47,7 @@ _BUFFER: StateAlias = (
 def _checked_momentum(momentum, dampening, nesterov):
   validation.check_beta("momentum", momentum)
   validation.check_range("dampening", dampening, low=0.0, high=1.0)
-  if not isinstance(nesterov, bool):
-    raise ValueError(f"`nesterov` must be a bool, got {nesterov!r}.")
+  validation.check_bool("nesterov", nesterov)
   return _momentum.heavy_ball(momentum, dampening, nesterov=nesterov), (None if nesterov else _BUFFER)
 
 

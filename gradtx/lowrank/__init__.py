@@ -10,6 +10,7 @@ from gradtx.lowrank.dct import DCTProjector as DCTProjector
 from gradtx.lowrank.dct import DCTState as DCTState
 from gradtx.lowrank.engine import LowRankLeafState as LowRankLeafState
 from gradtx.lowrank.engine import ProjectLowRankState as ProjectLowRankState
+from gradtx.lowrank.engine import effective_ranks as effective_ranks
 from gradtx.lowrank.frugal import frugal as frugal
 from gradtx.lowrank.frugal import scale_by_frugal as scale_by_frugal
 from gradtx.lowrank.galore import galore as galore

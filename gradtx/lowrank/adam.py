@@ -58,7 +58,8 @@ def scale_by_adam_hf(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   validation.check_bool("correct_bias", correct_bias)
   validation.check_bool("eps_corrected", eps_corrected)
 

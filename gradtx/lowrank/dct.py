@@ -32,7 +32,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import layout
+from gradtx.core import layout, validation
 from gradtx.lowrank.projector import Projector, project
 
 _MAX_D = 46340  # 2 d^2 must fit uint32 for the exact phase reduction
@@ -68,6 +68,11 @@ class DCTProjector(Projector):
 
   ell_norm: float = 1.0
   name: str = "dct"
+
+  def __post_init__(self):
+    # The order p of the scores' p-norm: p <= 0 is no norm (0 counts nonzeros, p < 0 favours the smallest
+    # coefficients); inf is the max norm.
+    validation.check_positive("ell_norm", self.ell_norm, allow_inf=True)
 
   def init(self, geo, dtype, like, spec):
     del dtype

@@ -29,12 +29,18 @@ from gradtx.lowrank.projector import Geometry, Projector
 
 
 class LowRankLeafState(NamedTuple):
-  """State of one projected leaf: projector, refresh bookkeeping, inner state on ``R``, combine's state."""
+  """State of one projected leaf: projector, refresh bookkeeping, inner state on ``R``, combine's state.
+
+  ``rank`` (int32 scalar) records the rank the leaf is projected to: the requested rank clipped to
+  ``min(rows, cols)`` of its matrix view, so a rank larger than a small matrix allows is visible (see
+  :func:`effective_ranks`) instead of silently shrunk. It never changes.
+  """
 
   projector: Any
   refresh: refresh.RefreshState
   inner: Any
   extra: Any
+  rank: jax.Array
 
 
 class ProjectLowRankState(NamedTuple):
@@ -109,6 +115,31 @@ def _is_leaf_state(x: Any) -> bool:
   return isinstance(x, LowRankLeafState)
 
 
+def effective_ranks(opt_state: Any) -> dict[str, int]:
+  """The rank each projected leaf uses, read from a (concrete) optimizer state.
+
+  A rank larger than a leaf's matrix allows is clipped to ``min(rows, cols)`` of its matrix view (an SVD has
+  no more singular vectors; the leaf is then projected losslessly). This lists what every low-rank
+  transformation anywhere in ``opt_state`` (inside chains, ``inject_hyperparams``, wrappers) actually uses,
+  by the path of the leaf's :class:`LowRankLeafState` in ``opt_state``.
+
+  Args:
+    opt_state: a state from ``tx.init`` or ``tx.update`` (arrays, not ``jax.eval_shape`` shapes).
+
+  Returns:
+    ``{path: rank}``, in tree order; empty when ``opt_state`` holds no low-rank transformation.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, gradtx
+    >>> tx = gradtx.project_low_rank(optax.adam(1e-2), rank=4)
+    >>> state = tx.init({"small": jnp.ones((3, 2)), "large": jnp.ones((8, 6))})
+    >>> gradtx.lowrank.effective_ranks(state)  # (3, 2) allows rank 2 at most
+    {".leaves['large']": 4, ".leaves['small']": 2}
+  """
+  found = jax.tree_util.tree_flatten_with_path(opt_state, is_leaf=_is_leaf_state)[0]
+  return {jax.tree_util.keystr(path): int(ls.rank) for path, ls in found if _is_leaf_state(ls)}
+
+
 def lowrank_transformation(
     inner: optax.GradientTransformation,
     *,
@@ -157,6 +188,7 @@ def lowrank_transformation(
         refresh=refresh.init(adaptive, update_every, geo, x, spec),
         inner=inner.init(zeros_low),
         extra=combine.init(geo, x, spec),
+        rank=layout.zeros((), jnp.int32, x, ()) + jnp.int32(geo.rank),
     )
 
   def init_fn(params):
@@ -190,6 +222,7 @@ def lowrank_transformation(
           refresh=refresh.after(ls.refresh, adaptive, count, float_basis),
           inner=_switch(on_switch, inner, ls.inner, old_basis, new_basis, geo, zeros_low),
           extra=ls.extra,
+          rank=ls.rank,
       )
       return layout.match(new, ls)
 

@@ -32,7 +32,7 @@ from gradtx.core import alias, reduce, validation
 from gradtx.lowrank import engine
 from gradtx.lowrank.adam import scale_by_adam_hf
 from gradtx.lowrank.coordinate import CoordinateProjector
-from gradtx.lowrank.project import check_common, check_transformation
+from gradtx.lowrank.project import check_common
 from gradtx.lowrank.projector import Side
 from gradtx.lowrank.random_projector import RandomProjector
 from gradtx.lowrank.svd import SVDProjector
@@ -119,7 +119,7 @@ def scale_by_frugal(
   validation.check_bool("reset", reset)
   validation.check_nonnegative("state_free_scale", state_free_scale)
   validation.check_nonnegative("projected_scale", projected_scale)
-  check_transformation("state_full", state_full, allow_none=True)
+  validation.check_transformation("state_full", state_full, allow_none=True)
   check_common(update_every=update_every, side=side, on_switch="carry", seed=seed, stagger=False,
                adaptive_refresh=None)
   if not isinstance(rho, (int, float)):

@@ -32,7 +32,6 @@ import optax
 
 from gradtx.core import layout, tree, validation
 from gradtx.lowrank import layer_groups as groups
-from gradtx.lowrank.project import check_transformation
 
 Inactive = Literal["freeze", "sign", "sgd"]
 Order = Literal["sample", "ascending", "descending"]
@@ -130,8 +129,8 @@ def sample_layers(
     Pan et al., `LISA: Layerwise Importance Sampling for Memory-Efficient Large Language Model Fine-Tuning
     <https://arxiv.org/abs/2403.17919>`_, 2024.
   """
-  check_transformation("inner", inner)
-  check_transformation("full_rank", full_rank, allow_none=True)
+  validation.check_transformation("inner", inner)
+  validation.check_transformation("full_rank", full_rank, allow_none=True)
   validation.check_int("num_active", num_active, low=1)
   validation.check_int("every", every, low=1)
   validation.check_choice("order", order, ("sample", "ascending", "descending"))

@@ -66,13 +66,6 @@ def check_common(*, update_every, side, on_switch, seed, stagger, adaptive_refre
     raise ValueError(f"`adaptive_refresh` must be an AdaptiveRefresh or None, got {adaptive_refresh!r}.")
 
 
-def check_transformation(name: str, tx: Any, allow_none: bool = False) -> None:
-  if tx is None and allow_none:
-    return
-  if not (hasattr(tx, "init") and hasattr(tx, "update")):
-    raise ValueError(f"`{name}` must be an optax GradientTransformation, got {tx!r}.")
-
-
 def project_low_rank(
     inner: optax.GradientTransformation,
     *,
@@ -106,7 +99,8 @@ def project_low_rank(
   Args:
     inner: any optax transformation, applied in the projected space (once per projected leaf, each with its
       own state) and, unless ``full_rank`` is given, to the leaves that are not projected.
-    rank: r >= 1, clipped per leaf to ``min(rows, cols)``.
+    rank: r >= 1, clipped per leaf to ``min(rows, cols)``; each leaf's state records the rank it uses
+      (``LowRankLeafState.rank``, listed by :func:`gradtx.lowrank.effective_ranks`).
     projector: ``'svd'`` (GaLore: top-r singular vectors of the gradient), ``'dct'`` (top-r columns of a
       fixed DCT basis; r int32 indices per leaf), ``'random'`` (seeded Gaussian, regenerated, never stored),
       or a :class:`~gradtx.lowrank.Projector` (e.g. ``gradtx.lowrank.quantized('svd')``: INT4 storage).
@@ -156,8 +150,8 @@ def project_low_rank(
     Zhao et al., `GaLore: Memory-Efficient LLM Training by Gradient Low-Rank Projection
     <https://arxiv.org/abs/2403.03507>`_, 2024.
   """
-  check_transformation("inner", inner)
-  check_transformation("full_rank", full_rank, allow_none=True)
+  validation.check_transformation("inner", inner)
+  validation.check_transformation("full_rank", full_rank, allow_none=True)
   validation.check_int("rank", rank, low=1)
   check_common(update_every=update_every, side=side, on_switch=on_switch, seed=seed, stagger=stagger,
                adaptive_refresh=adaptive_refresh)

@@ -16,7 +16,8 @@ Side rules (``side=``), for a view with rows = reduction (input) axes and cols =
 * ``'input'`` / ``'output'``: always compress that dimension.
 
 The rank is clipped per leaf to ``min(rows, cols)`` (an SVD has no more singular vectors), so a rank larger
-than a small leaf allows projects that leaf losslessly instead of failing.
+than a small leaf allows projects that leaf losslessly instead of failing. The clipped rank is recorded in
+the leaf's state (``LowRankLeafState.rank``; :func:`gradtx.lowrank.effective_ranks` lists them).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import layout
+from gradtx.core import layout, validation
 from gradtx.lowrank.projector import Geometry, Projector
 
 
@@ -106,8 +106,7 @@ class QuantizedProjector(Projector):
           f"`projector` to quantize must store its basis (e.g. 'svd'); got {self.base!r}: 'dct' keeps only r"
           " int32 indices and 'random' stores nothing."
       )
-    if self.bits not in (4, 8):
-      raise ValueError(f"`bits` must be 4 or 8, got {self.bits!r}.")
+    validation.check_choice("bits", self.bits, (4, 8))
     if not isinstance(self.block_size, int) or self.block_size < 2 or self.block_size % 2:
       raise ValueError(f"`block_size` must be an even int >= 2, got {self.block_size!r}.")
 

@@ -18,6 +18,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gradtx.core import validation
 from gradtx.lowrank.projector import Projector
 
 
@@ -31,6 +32,9 @@ class RandomProjector(Projector):
 
   orthogonal: bool = False
   name: str = "random"
+
+  def __post_init__(self):
+    validation.check_bool("orthogonal", self.orthogonal)
 
   def init(self, geo, dtype, like, spec):
     del geo, dtype, like, spec

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from gradtx.core import layout
+from gradtx.core import layout, validation
 from gradtx.lowrank.projector import Geometry
 
 
@@ -62,14 +62,11 @@ class AdaptiveRefresh:
   max_gap: int = 2**30
 
   def __post_init__(self):
-    if not isinstance(self.queue_size, int) or isinstance(self.queue_size, bool) or self.queue_size < 1:
-      raise ValueError(f"`queue_size` must be an int >= 1, got {self.queue_size!r}.")
-    if not isinstance(self.absolute, bool):
-      raise ValueError(f"`absolute` must be True or False, got {self.absolute!r}.")
-    if not self.growth >= 1.0:
-      raise ValueError(f"`growth` must be >= 1, got {self.growth!r}.")
-    if not -1.0 <= self.threshold <= 1.0:
-      raise ValueError(f"`threshold` must lie in [-1, 1], got {self.threshold!r}.")
+    validation.check_int("queue_size", self.queue_size, low=1)
+    validation.check_bool("absolute", self.absolute)
+    validation.check_range("growth", self.growth, low=1.0)
+    validation.check_range("threshold", self.threshold, low=-1.0, high=1.0)  # a cosine similarity
+    validation.check_int("max_gap", self.max_gap, low=1)
 
 
 def init(adaptive: AdaptiveRefresh | None, every: int, geo: Geometry, like: Any, spec: tuple[Any, ...]):

@@ -130,7 +130,7 @@ def scale_by_belief(
   Args:
     b1: decay rate of the gradient EMA, in [0, 1).
     b2: decay rate of the belief EMA, in [0, 1).
-    eps: added to the denominator, >= 0 (official default 1e-16; the paper's experiments use 1e-8 for
+    eps: added to the denominator, > 0 (>= 0 when ``eps_root > 0``; official default 1e-16; the paper's experiments use 1e-8 for
       CNNs, 1e-16 for transformers and GANs).
     eps_root: added to the stored ``s`` every step (it accumulates); ``None`` uses ``eps`` as the official
       code does.
@@ -163,11 +163,14 @@ def scale_by_belief(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
-  validation.check_nonnegative("eps_root", eps_root)
+  if eps_root is not None:
+    validation.check_nonnegative("eps_root", eps_root)
+  # s (the EMA of (g - m)^2) is 0 on a coordinate whose gradient is 0 unless the added root (eps_root, or
+  # eps when it is None) keeps it positive: eps = 0 then divides 0 by 0.
+  validation.check_eps("eps", eps, guarded=validation.may_be_positive(eps_root))
   validation.check_range("n_sma_threshold", n_sma_threshold, low=4.0)
   for name, flag in (("rectify", rectify), ("degenerated_to_sgd", degenerated_to_sgd), ("amsgrad", amsgrad)):
-    validation.check_choice(name, flag, (True, False))
+    validation.check_bool(name, flag)
   mu_dtype = tree.canonical_dtype(mu_dtype)
   nu_dtype = tree.canonical_dtype(nu_dtype)
   root = eps if eps_root is None else eps_root
@@ -288,8 +291,8 @@ def adabelief(
     Zhuang et al., `AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients
     <https://arxiv.org/abs/2010.07468>`_, 2020.
   """
-  validation.check_choice("weight_decouple", weight_decouple, (True, False))
-  validation.check_choice("fixed_decay", fixed_decay, (True, False))
+  validation.check_bool("weight_decouple", weight_decouple)
+  validation.check_bool("fixed_decay", fixed_decay)
   if fixed_decay and not weight_decouple:
     raise ValueError("`fixed_decay` must be False when weight_decouple=False (L2 decay has no fixed form), got True.")
   direction = scale_by_belief(

@@ -70,7 +70,7 @@ def scale_by_diffgrad(
   Args:
     b1: decay rate of the gradient EMA, in [0, 1).
     b2: decay rate of the squared-gradient EMA, in [0, 1).
-    eps: added to the denominator (not bias-corrected, as in torch's Adam), >= 0.
+    eps: added to the denominator (not bias-corrected, as in torch's Adam), > 0.
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
     nu_dtype: dtype of ``v``; ``None`` keeps each param's dtype. The previous gradient keeps the
       gradient's dtype.
@@ -93,7 +93,8 @@ def scale_by_diffgrad(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   mu_dtype = tree.canonical_dtype(mu_dtype)
   nu_dtype = tree.canonical_dtype(nu_dtype)
 
@@ -184,7 +185,7 @@ def diffgrad(
     Dubey et al., `diffGrad: An Optimization Method for Convolutional Neural Networks
     <https://arxiv.org/abs/1909.11015>`_, 2020.
   """
-  validation.check_choice("weight_decouple", weight_decouple, (True, False))
+  validation.check_bool("weight_decouple", weight_decouple)
   direction = scale_by_diffgrad(b1, b2, eps, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
   if weight_decouple:
     return alias.decoupled(direction, learning_rate, weight_decay, mask)

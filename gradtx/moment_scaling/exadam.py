@@ -101,7 +101,7 @@ def scale_by_exadam(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_positive("eps", eps)
+  validation.check_eps("eps", eps)  # v / (v + ε) is 0 / 0 for ε = 0 (module docstring)
   mu_dtype = tree.canonical_dtype(mu_dtype)
   nu_dtype = tree.canonical_dtype(nu_dtype)
 

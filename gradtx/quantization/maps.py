@@ -55,6 +55,7 @@ def create_dynamic_map(signed: bool = True, max_exponent_bits: int = 7, total_bi
     >>> round(float(create_dynamic_map(signed=False)[1]), 10)  # smallest positive unsigned value
     3.25e-07
   """
+  validation.check_bool("signed", signed)
   validation.check_int("total_bits", total_bits, low=2)
   validation.check_int("max_exponent_bits", max_exponent_bits, low=1)
   if max_exponent_bits > total_bits - 1:

@@ -133,7 +133,8 @@ def adamw_8bit(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   direction = quantize_state(
       _scale_by_adam(b1, b2, eps),
       fields=("mu", "nu"),

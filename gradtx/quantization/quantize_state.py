@@ -162,12 +162,12 @@ def quantize_state(
   """
   fields = _check_names("fields", fields)
   unsigned_fields = _check_names("unsigned_fields", unsigned_fields, allow_empty=True)
+  validation.check_transformation("inner", inner)
   validation.check_choice("bits", bits, (8,))
   validation.check_int("block_size", block_size, low=1)
   validation.check_int("min_size", min_size, low=0)
   validation.check_int("seed", seed)
-  if not isinstance(stochastic_rounding, bool):
-    raise ValueError(f"`stochastic_rounding` must be a bool, got {stochastic_rounding!r}.")
+  validation.check_bool("stochastic_rounding", stochastic_rounding)
 
   # A plain optax.GradientTransformation (scale_by_adam) rejects keyword arguments; this one forwards them.
   inner = optax.with_extra_args_support(inner)

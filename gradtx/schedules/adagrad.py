@@ -61,7 +61,7 @@ def scale_by_adagrad(
 
   Args:
     initial_accumulator_value: ``v₀`` >= 0 (PyTorch default 0; optax's is 0.1).
-    eps: ε >= 0, added to the root.
+    eps: ε added to the root: > 0, or >= 0 when ``initial_accumulator_value > 0``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -75,7 +75,8 @@ def scale_by_adagrad(
     Array([ 1., -1.], dtype=float32)
   """
   validation.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
-  validation.check_nonnegative("eps", eps)
+  # With v₀ = 0 the root is 0 until a coordinate sees a nonzero gradient: eps = 0 would divide 0 by 0.
+  validation.check_eps("eps", eps, guarded=validation.may_be_positive(initial_accumulator_value))
 
   def init_fn(params):
     return ScaleByAdagradState(
@@ -115,7 +116,7 @@ def scale_by_adagrad_norm(
 
   Args:
     initial_accumulator_value: ``b₀²`` >= 0.
-    eps: ε >= 0, added to ``b_t``.
+    eps: ε added to ``b_t``: > 0, or >= 0 when ``initial_accumulator_value > 0``.
     axis_name: axis over which the params are sharded, so ``‖g_t‖`` is the norm of the whole tree.
 
   Returns:
@@ -130,7 +131,8 @@ def scale_by_adagrad_norm(
     (Array([0.6], dtype=float32), Array([0.8], dtype=float32))
   """
   validation.check_nonnegative("initial_accumulator_value", initial_accumulator_value)
-  validation.check_nonnegative("eps", eps)
+  # With v₀ = 0 the root is 0 until a coordinate sees a nonzero gradient: eps = 0 would divide 0 by 0.
+  validation.check_eps("eps", eps, guarded=validation.may_be_positive(initial_accumulator_value))
 
   def init_fn(params):
     del params

@@ -130,6 +130,7 @@ def adaptive_batch_size(
     Lau et al., `AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods
     <https://arxiv.org/abs/2402.11215>`_, 2024.
   """
+  validation.check_transformation("inner", inner)
   validation.check_int("initial_batch_size", initial_batch_size, low=1)
   validation.check_int("max_batch_size", max_batch_size, low=initial_batch_size)
   validation.check_choice("test", test, ("norm", "inner_product", "augmented", "coordinate"))
@@ -138,8 +139,7 @@ def adaptive_batch_size(
   validation.check_positive("nu", nu)
   validation.check_int("test_interval", test_interval, low=1)
   validation.check_int("micro_batch_size", micro_batch_size, low=1)
-  if not isinstance(per_leaf, bool):
-    raise ValueError(f"`per_leaf` must be a bool, got {per_leaf!r}.")
+  validation.check_bool("per_leaf", per_leaf)
   inner = optax.with_extra_args_support(inner)
 
   def init_fn(params):

@@ -17,7 +17,7 @@ from typing import Any
 import optax
 
 from gradtx import registry
-from gradtx.core import alias
+from gradtx.core import alias, validation
 from gradtx.sign_momentum.lion import scale_by_lion
 
 
@@ -60,6 +60,7 @@ def signum(
     Bernstein et al., `signSGD: Compressed Optimisation for Non-Convex Problems
     <https://arxiv.org/abs/1802.04434>`_, 2018.
   """
+  validation.check_beta("momentum", momentum)  # checked under the name the user wrote, before Lion sees it as b1, b2
   return alias.coupled(scale_by_lion(b1=momentum, b2=momentum), learning_rate, weight_decay, mask)
 
 

@@ -180,6 +180,7 @@ def scale_by_agvm(
   """
   if not callable(label_fn):
     raise ValueError(f"`label_fn` must be a callable of a parameter path, got {label_fn!r}.")
+  validation.check_transformation("inner", inner)
   validation.check_int("interval", interval, low=1)
   validation.check_int("start_step", start_step, low=0)
   if stop_step is not None:
@@ -187,20 +188,22 @@ def scale_by_agvm(
   validation.check_beta("momentum", momentum)
   validation.check_positive("min_ratio", min_ratio)
   validation.check_positive("max_ratio", max_ratio)
+  validation.check_at_most("min_ratio", min_ratio, "max_ratio", max_ratio)
   if axis_index_groups is not None and (axis_name is None or len(axis_index_groups) != 2):
     raise ValueError(f"`axis_index_groups` must be two lists of indices of `axis_name`, got {axis_index_groups!r}.")
   validation.check_bool("use_adam", use_adam)
+  beta2 = 0.999 if adam_b2 is None else adam_b2
+  eps = 1e-8 if adam_eps is None else adam_eps
+  validation.check_beta("adam_b2", beta2)
+  # eps = 0 divides 0 by 0 on a coordinate whose gradient and second moment are 0, so eps > 0.
+  validation.check_eps("adam_eps", eps)
+  if world_size is not None:
+    validation.check_int("world_size", world_size, low=1)
   for name, value in (("adam_b2", adam_b2), ("adam_eps", adam_eps), ("world_size", world_size)):
     if value is not None and not use_adam:
       raise ValueError(f"`{name}` is only used with use_adam=True, got {name}={value!r} and use_adam=False.")
   if world_size is not None and axis_name is not None:
     raise ValueError(f"`world_size` is for one device; on a mesh W is the size of `axis_name`, got {world_size!r}.")
-  beta2 = 0.999 if adam_b2 is None else adam_b2
-  eps = 1e-8 if adam_eps is None else adam_eps
-  validation.check_beta("adam_b2", beta2)
-  validation.check_nonnegative("adam_eps", eps)
-  if world_size is not None:
-    validation.check_int("world_size", world_size, low=1)
   inner = optax.with_extra_args_support(inner)
 
   def second_moment(inner_state, like):

@@ -188,7 +188,7 @@ def scale_by_adam_coordinate_clipped(
   Args:
     b1: decay rate of the first moment, in [0, 1).
     b2: decay rate of the second moment, in [0, 1).
-    eps: added to the denominator, >= 0.
+    eps: added to the denominator, > 0.
     fraction: see :func:`clip_by_coordinate` (paper: 0.5 for Adam).
     threshold_scale: see :func:`clip_by_coordinate`.
     method: see :func:`clip_by_coordinate`.
@@ -212,7 +212,8 @@ def scale_by_adam_coordinate_clipped(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   _check(fraction, threshold_scale, method)
 
   def init_fn(params):

@@ -118,8 +118,10 @@ def reset_state_every(
     Huang et al., `SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training
     <https://arxiv.org/abs/2501.06842>`_, 2025.
   """
+  validation.check_transformation("inner", inner)
   validation.check_int("period", period, low=1)
   validation.check_int("warmup_steps", warmup_steps, low=0)
+  validation.check_bool("reset_count", reset_count)
   if isinstance(fields, str) or not all(isinstance(f, str) for f in fields):
     raise ValueError(f"`fields` must be a sequence of field names, got {fields!r}.")
   names = frozenset(fields) | ({"count"} if reset_count else frozenset())

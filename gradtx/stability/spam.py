@@ -113,6 +113,7 @@ def clip_spikes(
     Huang et al., `SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training
     <https://arxiv.org/abs/2501.06842>`_, 2025.
   """
+  validation.check_transformation("inner", inner, allow_none=True)
   validation.check_nonnegative("threshold", threshold)
   validation.check_beta("b2", b2)
   validation.check_int("accumulation_steps", accumulation_steps, low=0)
@@ -182,7 +183,7 @@ def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.Gradie
 def _check_density(density: Any, density_mask: Any) -> None:
   if isinstance(density, bool) or not isinstance(density, (int, float)):
     raise ValueError(
-        f"`density` must be a Python float in (0, 1] (it sets the state's shape: list it in static_args "
+        f"`density` must be a Python float in (0.0, 1.0] (it sets the state's shape: list it in static_args "
         f"under optax.inject_hyperparams), got {density!r} of type {type(density).__name__}."
     )
   validation.check_range("density", density, low=0.0, high=1.0, low_inclusive=False)
@@ -217,7 +218,7 @@ def scale_by_spam(
   Args:
     b1: decay rate of the first moment, in [0, 1).
     b2: decay rate of the second moment, in [0, 1).
-    eps: ε >= 0, added to ``sqrt(v)`` before bias correction (official default 1e-6).
+    eps: ε > 0, added to ``sqrt(v)`` before bias correction (official default 1e-6).
     threshold: θ of :func:`clip_spikes` (official 5000; 0 disables clipping).
     reset_period: ΔT (official 500); ``None`` never resets.
     warmup_steps: W (official 150; pytorch-optimizer's default is 50).
@@ -252,7 +253,8 @@ def scale_by_spam(
   """
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
-  validation.check_nonnegative("eps", eps)
+  # eps = 0 divides 0 by 0 where a coordinate's gradient is 0 (m = v = 0), so eps > 0.
+  validation.check_eps("eps", eps)
   _check_density(density, density_mask)
   validation.check_int("seed", seed)
   direction = clip_spikes(

@@ -195,7 +195,7 @@ def normalize_by_norm_ema(
   Args:
     gamma1: decay rate of the norm EMA, in [0, 1) (official 0.7).
     gamma2: decay rate of the squared-norm EMA, in [0, 1) (official 0.9).
-    eps: ε >= 0 of the ratio (the official code uses Adam's ε).
+    eps: ε > 0 of the ratio (the official code uses Adam's ε).
     bias_correction: see :func:`clip_by_adaptive_max`.
     reset_period: see :func:`clip_by_adaptive_max`.
     total_steps: T_tot of the cosine factor ``s`` on γ1 (``None``: s = 1).
@@ -215,7 +215,8 @@ def normalize_by_norm_ema(
   """
   validation.check_beta("gamma1", gamma1)
   validation.check_beta("gamma2", gamma2)
-  validation.check_nonnegative("eps", eps)
+  # AdaGN divides the EMA of the gradient norm by the root of the EMA of its square: 0/0 for a zero gradient.
+  validation.check_eps("eps", eps)
   validation.check_range("eta_min", eta_min, low=0.0, high=1.0)
   _check_modes(bias_correction, reset_period)
   if total_steps is not None:
@@ -299,7 +300,7 @@ def scale_by_stable_spam(
   Args:
     b1: Adam's first-moment rate, in [0, 1).
     b2: Adam's second-moment rate, in [0, 1).
-    eps: ε >= 0 of Adam and of AdaGN (official 1e-8).
+    eps: ε > 0 of Adam and of AdaGN (official 1e-8).
     gamma1: see :func:`normalize_by_norm_ema` (official 0.7; the paper's scripts also use 0.85).
     gamma2: see :func:`normalize_by_norm_ema` (official 0.9; scripts 0.999 / 0.99999).
     theta: γ3 of :func:`clip_by_adaptive_max` (official 0.999).

@@ -97,12 +97,11 @@ def scale_by_just_one_byte(
     Zelikman et al., `Just One Byte (per gradient): A Note on Low-Bandwidth Decentralized Language Model
     Finetuning Using Shared Randomness <https://arxiv.org/abs/2306.10015>`_, 2023.
   """
-  validation.check_positive("eps", eps)
+  validation.check_positive("eps", eps)  # the perturbation scale: the estimate divides by 2ε
   validation.check_int("seed", seed)
   validation.check_int("num_samples", num_samples, low=1)
   validation.check_choice("normalization", normalization, ("sqrt", "mean"))
-  if not isinstance(quantize, bool):
-    raise ValueError(f"`quantize` must be a bool, got {quantize!r}.")
+  validation.check_bool("quantize", quantize)
   validation.check_choice("distribution", distribution, ("normal", "rademacher"))
 
   def init_fn(params):

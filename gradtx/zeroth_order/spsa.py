@@ -46,7 +46,7 @@ class ScaleBySpsaState(NamedTuple):
 
 
 def _check(eps, seed, num_samples, distribution):
-  validation.check_positive("eps", eps)
+  validation.check_positive("eps", eps)  # the perturbation scale: the estimate divides by 2ε
   validation.check_int("seed", seed)
   validation.check_int("num_samples", num_samples, low=1)
   validation.check_choice("distribution", distribution, ("normal", "rademacher"))

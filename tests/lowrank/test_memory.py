@@ -47,7 +47,7 @@ FULL_NUMEL = 2 * V * D + (2 * LAYERS + 1) * D  # embeddings, lm_head and norms: 
 FULL_BYTES = 2 * 4 * FULL_NUMEL + 4  # + the full-rank Adam's count
 WRAPPER = 4 + 8  # wrapper count + PRNG key
 AFTER_STEP = 4  # the step count of the decay-after-step chain (GaLore, Q-GaLore, APOLLO: official order)
-PER_LEAF = 3 * 4 + 4  # refresh (last, gap, refreshes) + the leaf's inner count
+PER_LEAF = 3 * 4 + 4 + 4  # refresh (last, gap, refreshes) + the leaf's inner count + its recorded rank
 
 
 def _sum_over_matrices(per_matrix):
