@@ -46,3 +46,16 @@ def assert_close_normwise(actual, desired, rtol: float, err_msg: str = "") -> No
   assert actual.shape == desired.shape, (actual.shape, desired.shape)
   scale = float(np.max(np.abs(desired))) if desired.size else 0.0
   np.testing.assert_allclose(actual, desired, rtol=0, atol=rtol * scale, err_msg=err_msg)
+
+
+def reordered_trajectory_rtol(steps: int, n: int) -> float:
+  """Two runs of ``steps`` optimizer steps whose reductions (≤ ``n`` terms) run in another order.
+
+  Sharded against whole arrays, ``pmap`` against the full batch, ``nnx.Optimizer`` against plain optax: each
+  step's gradient (a mean over the batch, a matrix product) and each statistic of the update (a norm, a
+  trust ratio, a random projection, a central difference of two losses) moves by ≤ ``sum_rtol(n)`` of its
+  scale; the update chains up to ~4 of them and the steps add: ``4 · steps · sum_rtol(n)``, compared against
+  each leaf's scale (:func:`assert_close_normwise`). A layout bug (a shard read twice, a statistic left
+  per-shard) moves leaves by O(1) of their scale.
+  """
+  return 4 * steps * sum_rtol(n)

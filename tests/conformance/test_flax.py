@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 import gradtx
+from tests import tolerances
 from tests.conformance import problems
 
 _RNG = np.random.default_rng(2)
@@ -59,5 +60,6 @@ def test_nnx_optimizer_matches_plain_optax(name):
     params = optax.apply_updates(params, updates)
   assert np.all(np.isfinite(losses))
   got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  # The same 5 steps; nnx's jitted train step and the plain loop may fuse the 32-row loss differently.
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    tolerances.assert_close_normwise(a, b, rtol=tolerances.reordered_trajectory_rtol(5, 32))

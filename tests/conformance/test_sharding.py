@@ -9,6 +9,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gradtx
+from tests import tolerances
 from tests.conformance import problems
 
 NAMES = problems.all_names()
@@ -74,5 +75,6 @@ def test_sharded_step_equals_unsharded(name):
   reference = run(_params())
   mesh = _mesh(AxisType.Auto)
   sharded = run(jax.tree.map(lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), _params(), _SPECS))
+  # 3 steps; the sharded run reduces the 64-row batch mean and every per-leaf statistic across 8 shards.
   for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(sharded)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+    tolerances.assert_close_normwise(b, a, rtol=tolerances.reordered_trajectory_rtol(3, 64))

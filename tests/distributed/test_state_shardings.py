@@ -11,6 +11,7 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gradtx
+from tests import tolerances
 from tests.conformance import problems
 
 NAMES = problems.all_names()
@@ -140,5 +141,7 @@ def test_registry_state_lands_sharded_and_fsdp_trains_identically(name, axis_typ
     sharded, state = _train(tx, spec, params, state, out_shardings=pin)
   for leaf, want in zip(jax.tree.leaves(state), jax.tree.leaves(wanted)):
     assert leaf.sharding.is_equivalent_to(want, leaf.ndim), (name, "after update", leaf.sharding, want)
+  # 3 steps; the sharded run reduces the 64-row batch mean and the kernel's columns (norms, APOLLO's random
+  # projection) across 8 shards in another order (rtol 2e-5 was 1.4x exceeded by apollo_mini under SSE4.2).
   for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(sharded)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-6)
+    tolerances.assert_close_normwise(b, a, rtol=tolerances.reordered_trajectory_rtol(3, 64))

@@ -7,6 +7,7 @@ import optax
 import pytest
 
 import gradtx
+from tests import tolerances
 from tests.geometry import helpers, reference
 
 
@@ -29,7 +30,9 @@ def test_projection_off_is_adamw():
   grads = {"w": jnp.arange(12.0).reshape(3, 4) / 10, "b": jnp.full(4, -0.3)}
   u1, _ = helpers.first_update(tx, grads, params)
   u2, _ = helpers.first_update(ref_tx, grads, params)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), u1, u2)
+  # Both are elementwise Adam steps arranged differently (bias corrections through pow, lr applied before or
+  # after the division): a few correctly rounded operations apart (used 0.93 of 1e-6 under SSE4.2).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=tolerances.ELEMENTWISE_RTOL), u1, u2)
 
 
 def test_project_radial_around_optax_adam_is_adamp():

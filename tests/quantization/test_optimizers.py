@@ -9,6 +9,7 @@ import pytest
 import gradtx
 from gradtx import registry
 from gradtx.quantization import maps
+from tests import tolerances
 from tests.quantization import reference
 
 SIGNED, UNSIGNED = maps.signed_map(), maps.unsigned_map()
@@ -79,7 +80,10 @@ def test_lion_8bit_matches_bitsandbytes_reference_step():
   p, s1 = p0["big"], (np.zeros(4096, np.uint8), np.zeros(16, np.float32))
   for g, (params, state) in zip(grads, history):
     p, s1 = reference.lion_step(p, g["big"], s1, **hp, signed=SIGNED, block_size=256)
-    np.testing.assert_allclose(np.asarray(params["big"]), p, rtol=1e-6, atol=1e-7)
+    # Elementwise Lion steps on O(1) params, XLA against NumPy (XLA may fuse a·b + c into an FMA): a few
+    # roundings per step, 6 steps; the 8-bit codes below are compared exactly because both sides quantize the
+    # same float32 values with the same correctly rounded operations.
+    np.testing.assert_allclose(np.asarray(params["big"]), p, rtol=4 * tolerances.ELEMENTWISE_RTOL, atol=1e-7)
     np.testing.assert_array_equal(np.asarray(state[0].inner_state.mu["big"]), s1[0])
 
 
