@@ -22,7 +22,8 @@ undefined, gives a zero weight instead of the official 0/0 NaN); ``reset_magnitu
 a learned parameter and ``radial=True`` uses the exact gradient ``(g/||v||)(G − v̂ ∇g)``. Its state holds a
 full copy of each matrix, so it uses *more* memory than GaLore (the paper's 8-bit savings do not follow from
 the code). Leaves that are not matrices get HF-form AdamW. The update is ``W_new − W``, so the learning rate
-and weight decay live inside this transformation (``v`` and ``g`` are updated with them).
+and weight decay live inside this transformation (``v`` and ``g`` are updated with them). GaLore's SVD
+vectors have canonical signs (:mod:`gradtx.lowrank.svd`); the official trajectory depends on its LAPACK's.
 """
 
 from __future__ import annotations

@@ -11,10 +11,41 @@ import math
 import numpy as np
 
 
+#: gradtx's sign rule (``gradtx.lowrank.svd``), transcribed: entries within 1% of a vector's largest magnitude
+#: are tied, the first of them is made positive.
+SIGN_TIE_RTOL = 1e-2
+#: The data of a test must keep every entry's ratio ``|v_i| / max |v|`` this far from the tie band's edge
+#: ``1 - SIGN_TIE_RTOL``, so the float32 SVD under test (whose vectors differ from float64 ones by 1e-6 to
+#: 1e-5 for singular values that are not nearly repeated) takes the same sign decisions as this reference.
+SIGN_MARGIN = 1e-4
+
+
+def sign_margin(vectors, axis=-2):
+  """The smallest distance of an entry's ``|v_i| / max |v|`` from the tie band's edge ``1 - SIGN_TIE_RTOL``
+  (``inf`` for all-zero vectors): how far the data keeps every sign decision from flipping."""
+  mag = np.abs(vectors)
+  top = mag.max(axis=axis, keepdims=True)
+  ratio = mag / np.where(top > 0, top, 1.0)
+  return float(np.min(np.where(top > 0, np.abs(ratio - (1 - SIGN_TIE_RTOL)), np.inf)))
+
+
+def canonical_signs(vectors, axis=-2):
+  """``vectors`` with each vector along ``axis`` negated when its pivot (first entry within the tie band of
+  the largest magnitude) is negative. Raises if an entry sits within ``SIGN_MARGIN`` of the band's edge."""
+  margin = sign_margin(vectors, axis)
+  if margin < SIGN_MARGIN:
+    raise ValueError(f"sign decision {margin:.2g} from the tie band's edge (< {SIGN_MARGIN}): change the test data")
+  mag = np.abs(vectors)
+  tied = mag >= (1 - SIGN_TIE_RTOL) * mag.max(axis=axis, keepdims=True)
+  pivot = np.take_along_axis(vectors, np.expand_dims(np.argmax(tied, axis=axis), axis), axis)
+  return vectors * np.where(pivot < 0, -1.0, 1.0)
+
+
 def svd_projector(g, rank, side):
-  """Official ``get_orthogonal_matrix``: right -> Vh[:r] (r, n); left -> U[:, :r] (m, r)."""
+  """Official ``get_orthogonal_matrix`` (right -> Vh[:r] (r, n); left -> U[:, :r] (m, r)) with gradtx's
+  canonical signs instead of LAPACK's (the official trajectory depends on its LAPACK's signs)."""
   u, _, vh = np.linalg.svd(g, full_matrices=False)
-  return vh[:rank] if side == "right" else u[:, :rank]
+  return canonical_signs(vh[:rank], axis=1) if side == "right" else canonical_signs(u[:, :rank], axis=0)
 
 
 def std_side(g):
@@ -65,8 +96,12 @@ def quantize_official(w, group, bits):
 
 
 def q_galore_projector(grads, *, rank, gap, group, bits, queue_size=5, threshold=0.4, gamma=2.0):
-  """Q-GaLore ``GaLoreProjector.project`` ('std', quant): the float projectors in use and the gap per step."""
-  p, past, queue, used, gaps = None, None, [], [], []
+  """Q-GaLore ``GaLoreProjector.project`` ('std', quant), with canonical SVD signs.
+
+  Returns per step the dequantized projector in use, its float projector and the gap, and the queue means
+  that were compared with ``threshold`` (one per refresh with a full queue).
+  """
+  p, f, past, queue, used, floats, gaps, means = None, None, None, [], [], [], [], []
   for it, g in enumerate(grads):
     side = std_side(g)
     if p is None or it % gap == 0:
@@ -76,13 +111,16 @@ def q_galore_projector(grads, *, rank, gap, group, bits, queue_size=5, threshold
         if len(queue) == queue_size:
           queue.pop(0)
         queue.append(float(vec @ past / max(np.linalg.norm(vec) * np.linalg.norm(past), 1e-8)))
-        if len(queue) == queue_size and sum(queue) / queue_size >= threshold:
-          gap = int(gap * gamma)
+        if len(queue) == queue_size:
+          means.append(sum(queue) / queue_size)
+          if means[-1] >= threshold:
+            gap = int(gap * gamma)
       past = vec
       p = quantize_official(f, group, bits)
     used.append(p)
+    floats.append(f)
     gaps.append(gap)
-  return used, gaps
+  return used, floats, gaps, means
 
 
 def adam_standard_step(m, v, g, step, b1, b2, eps):
