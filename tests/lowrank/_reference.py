@@ -83,6 +83,13 @@ def galore(w0, grads, *, rank, gap, scale, lr, b1=0.9, b2=0.999, eps=1e-6, wd=0.
   return out
 
 
+def rounding_margin(w, group, bits):
+  """The smallest distance, in code steps, of ``w / s`` from a rounding boundary ``k + 1/2`` (per block's ``s``)."""
+  x = w.reshape(-1, group)
+  s = np.maximum(x.max(axis=1, keepdims=True) - x.min(axis=1, keepdims=True), 1e-5) / (2**bits - 1)
+  return float(np.min(np.abs(np.mod(x / s, 1.0) - 0.5)))
+
+
 def quantize_official(w, group, bits):
   """Q-GaLore ``_quantize`` (clamped zero point). Returns the dequantized values."""
   shape = w.shape
@@ -139,8 +146,20 @@ def dct3_matrix(n):
   return q
 
 
+#: A test's data must keep the r-th and (r+1)-th DCT column scores this far apart (relative to the largest),
+#: so float32 scores (relative error ~1e-6) select the same columns as this reference.
+SELECTION_MARGIN = 1e-4
+
+
+def selection_margin(scores, rank):
+  """Relative gap between the r-th and (r+1)-th largest scores: how far a top-r selection is from a tie."""
+  ordered = np.sort(scores)[::-1]
+  return (ordered[rank - 1] - ordered[rank]) / ordered[0] if rank < len(ordered) else np.inf
+
+
 def dct_adamw(w0, grads, *, rank, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, rotate=False):
-  """ISTA-DASLab ``DCTAdamW`` with ``update_proj_gap=1``, ``ell_norm=1``, matmul similarity; indices sorted."""
+  """ISTA-DASLab ``DCTAdamW`` with ``update_proj_gap=1``, ``ell_norm=1``, matmul similarity; indices sorted.
+  Raises if a selection is within ``SELECTION_MARGIN`` of a tie."""
   w, m, v, prev = w0.copy(), None, None, None
   q = dct3_matrix(min(w0.shape))
   right = w0.shape[0] >= w0.shape[1]
@@ -149,6 +168,8 @@ def dct_adamw(w0, grads, *, rank, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, rotate
     w = w * (1 - lr * wd)
     s = a @ q if right else q.T @ a
     norms = np.abs(s).sum(axis=0 if right else 1)
+    if selection_margin(norms, rank) < SELECTION_MARGIN:
+      raise ValueError(f"step {step}: DCT column scores within {SELECTION_MARGIN} of a tie: change the test data")
     idx = np.sort(np.argsort(-norms, kind="stable")[:rank])
     low = s[:, idx] if right else s[idx, :]
     if m is None:
