@@ -7,19 +7,19 @@ the SVD in at least float32 (float64 stays float64).
 
 Signs. A singular vector is defined only up to its sign, and the sign matters wherever a state outlives the
 basis it was expressed in: GaLore carries its Adam moments across refreshes (a flipped vector turns the
-carried first moment of that direction against the new gradient), Q-GaLore's min-max INT4 codes are not
-sign-symmetric, and its adaptive gap compares successive top vectors with a signed cosine. The official
-code takes whatever signs its ``torch.linalg.svd`` returns: LAPACK's ``gesdd`` on CPU (its signs depend on
-the LAPACK build and on the matrix's orientation), cuSOLVER on GPU. Its trajectories therefore depend on
-the machine, and no JAX SVD reproduces them in general (JAX's CPU, GPU and TPU SVDs differ from each other
-and from PyTorch's). gradtx makes the signs canonical instead (:func:`canonical_signs`): each stored vector
-has its largest-magnitude entry positive, where entries within ``SIGN_TIE_RTOL`` (1%) of the largest count
-as tied and the first of them (lowest index) decides. A run thus follows the same trajectory, up to
-rounding, on CPU, GPU and TPU, after a checkpoint restart, and whatever signs the SVD routine returns; it
-equals the official trajectory exactly when the official SVD's signs happen to be canonical (the fidelity
-tests canonicalize the oracle's SVD the same way). Vectors of repeated singular values (including the zero
-singular values of a rank-deficient gradient) are defined only up to a rotation within their eigenspace;
-canonical signs do not fix that rotation, and no cheap rule can.
+carried first moment of that direction against the new gradient), Q-GaLore's min-max INT4 codes are not sign-
+symmetric, and its adaptive gap compares successive top vectors with a signed cosine. The official code takes
+whatever signs its ``torch.linalg.svd`` returns: its LAPACK's on CPU, cuSOLVER's or MAGMA's on GPU. Its
+trajectories therefore depend on the machine, and no JAX SVD reproduces them in general (JAX's CPU, GPU and
+TPU SVDs differ from each other and from PyTorch's; on one CPU, JAX's and PyTorch 2.13's signs agreed for
+small random matrices but differed for 43% of the top vectors of 32x64 ones). gradtx makes the signs canonical
+instead (:func:`canonical_signs`): each stored vector has its largest-magnitude entry positive, where entries
+within ``SIGN_TIE_RTOL`` (1%) of the largest count as tied and the first of them (lowest index) decides. A run
+thus follows the same trajectory, up to rounding, on CPU, GPU and TPU, after a checkpoint restart, and
+whatever signs the SVD routine returns; it equals the official trajectory exactly when the official SVD's
+signs happen to be canonical (the fidelity tests canonicalize the oracle's SVD the same way). Vectors of
+repeated singular values (including the zero singular values of a rank-deficient gradient) are defined only up
+to a rotation within their eigenspace; canonical signs do not fix that rotation, and no cheap rule can.
 
 Cost: one max, one comparison, one argmax and one gather over each stored vector and a multiply of the
 ``(d, r)`` basis, negligible next to the SVD; it is batched over stacked ``(L, m, n)`` leaves and traceable.
