@@ -7,9 +7,9 @@ the SVD in at least float32 (float64 stays float64).
 
 Signs. A singular vector is defined only up to its sign, and the sign matters wherever a state outlives the
 basis it was expressed in: GaLore carries its Adam moments across refreshes (a flipped vector turns the
-carried first moment of that direction against the new gradient), Q-GaLore's min-max INT4 codes are not sign-
-symmetric, and its adaptive gap compares successive top vectors with a signed cosine. The official code takes
-whatever signs its ``torch.linalg.svd`` returns: its LAPACK's on CPU, cuSOLVER's or MAGMA's on GPU. Its
+carried first moment of that direction against the new gradient), Q-GaLore's min-max INT4 codes are not
+sign-symmetric, and its adaptive gap compares successive top vectors with a signed cosine. The official code
+takes whatever signs its ``torch.linalg.svd`` returns: its LAPACK's on CPU, cuSOLVER's or MAGMA's on GPU. Its
 trajectories therefore depend on the machine, and no JAX SVD reproduces them in general (JAX's CPU, GPU and
 TPU SVDs differ from each other and from PyTorch's; on one CPU, JAX's and PyTorch 2.13's signs agreed for
 small random matrices but differed for 43% of the top vectors of 32x64 ones). gradtx makes the signs canonical
