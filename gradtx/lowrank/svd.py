@@ -20,6 +20,11 @@ whatever signs the SVD routine returns; it equals the official trajectory exactl
 signs happen to be canonical (the fidelity tests canonicalize the oracle's SVD the same way). Vectors of
 repeated singular values (including the zero singular values of a rank-deficient gradient) are defined only up
 to a rotation within their eigenspace; canonical signs do not fix that rotation, and no cheap rule can.
+Measured with JAX 0.11.2 on an H200 against its host CPU (100 random matrices of each of six shapes from
+8x6 to 512x256, leading 8 vectors of ``U``): the raw signs disagreed for 38% to 62% of the vectors, the
+canonical ones for 1 of 4,400 (a 512-entry vector: an entry at the band's edge or a near-repeated singular
+value, where no sign rule can help). A GaLore-style run (60 steps, refresh every 5, carried Adam moments)
+ended 54% (of the largest weight) apart between GPU and CPU with raw signs, 0.1% with canonical signs.
 
 Cost: one max, one comparison, one argmax and one gather over each stored vector and a multiply of the
 ``(d, r)`` basis, negligible next to the SVD; it is batched over stacked ``(L, m, n)`` leaves and traceable.
