@@ -18,6 +18,8 @@ Deviations:
   * The projection is regenerated from the state's key folded with the leaf index and the refresh step,
     never stored (the official class stores it and advances an integer seed with ``next_seed``), so the
     random matrices differ from PyTorch's but have the same distribution.
+  * The ``'svd'`` option's singular vectors have canonical signs (:mod:`gradtx.lowrank.svd`); the official
+    ones are LAPACK's.
 
 pytorch-optimizer 4.1.0 ``APOLLO`` deviates from the official code (checked in ``optimizer/apollo.py``): it
 scales the *projected* ``R`` and projects the result back with the Gaussian (a rank-r update instead of the

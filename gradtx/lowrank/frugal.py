@@ -15,7 +15,8 @@ The state-full AdamW uses standard bias correction (ε on the corrected root).
 
 gradtx differences: subspaces are drawn from the state's key (the official code uses the global torch RNG);
 ``block`` subspaces (whole tensors) are :func:`gradtx.lowrank.sample_layers` with ``inactive='sign'`` over
-stacked layers.
+stacked layers; ``svd`` subspaces have canonical signs (:mod:`gradtx.lowrank.svd`; the update depends on
+the signs only with ``reset=False``, where moments outlive a refresh).
 """
 
 from __future__ import annotations

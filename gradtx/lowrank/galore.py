@@ -18,6 +18,13 @@ Weight decay follows each official code: GaLore and Q-GaLore decay the *already 
 ``θ ← θ(1 − ηλ) − η_t P u`` (``gradtx.core.alias.decoupled``).
 
 Deviations:
+  * SVD signs (GaLore, Q-GaLore): the official code uses the signs its ``torch.linalg.svd`` returns, which
+    depend on the LAPACK build (CPU) or cuSOLVER (GPU). The moments are carried across refreshes, so its
+    trajectory depends on them from the first refresh after step 0; Q-GaLore's stored INT4 codes depend on
+    them from step 1 and its signed cosines (adaptive gaps) from its second refresh. gradtx makes each
+    singular vector's sign canonical (largest-magnitude entry positive, :mod:`gradtx.lowrank.svd`), so its
+    trajectory is the same on every backend and after a restart, and equals the official one wherever the
+    official SVD's signs happen to be canonical.
   * Q-GaLore's Adam is bitsandbytes' 8-bit blockwise Adam (standard ε placement, ε = 1e-8); gradtx keeps the
     moments in the parameter dtype. Its INT8 *weights* (a model-side reparametrisation) are not part of an
     optimizer. Q-GaLore staggers refreshes across leaves by default (the official code does not).

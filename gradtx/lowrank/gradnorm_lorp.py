@@ -22,7 +22,8 @@ undefined, gives a zero weight instead of the official 0/0 NaN); ``reset_magnitu
 a learned parameter and ``radial=True`` uses the exact gradient ``(g/||v||)(G − v̂ ∇g)``. Its state holds a
 full copy of each matrix, so it uses *more* memory than GaLore (the paper's 8-bit savings do not follow from
 the code). Leaves that are not matrices get HF-form AdamW. The update is ``W_new − W``, so the learning rate
-and weight decay live inside this transformation (``v`` and ``g`` are updated with them).
+and weight decay live inside this transformation (``v`` and ``g`` are updated with them). GaLore's SVD
+vectors have canonical signs (:mod:`gradtx.lowrank.svd`); the official trajectory depends on its LAPACK's.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import optax
 
 from gradtx import registry
-from gradtx.core import numerics, reduce, tree, validation
+from gradtx.core import layout, numerics, reduce, tree, validation
 from gradtx.core.matrix import MatrixView, leaf_dims, leaf_mask
 from gradtx.lowrank.adam import scale_by_adam_hf
 from gradtx.lowrank.project import project_low_rank
@@ -46,6 +47,13 @@ _TINY = 1e-30  # a zero column has no direction: guarded (the official code divi
 def _norm(v: jax.Array) -> jax.Array:
   """Norm over the input (row) axis: one value per output channel, ``batch + (1, cols)``."""
   return jnp.linalg.norm(v, axis=-2, keepdims=True)
+
+
+def _magnitude_spec(x: Any, view: MatrixView) -> tuple[Any, ...]:
+  """Layout of a magnitude ``batch + (1, cols)`` on an Explicit mesh: the param's batch and output sharding
+  (what the norm over the rows leaves), so ``init`` and ``update`` give it the same sharding type."""
+  spec = view.matrix_spec(layout.spec_of(x))
+  return spec[:-2] + (None, spec[-1])
 
 
 class GradNormLoRPState(NamedTuple):
@@ -146,7 +154,8 @@ def gradnorm_lorp(
   def init_fn(params):
     unboxed = tree.unboxed_map(lambda x: x, params)
     vs = views(unboxed)
-    zeros_g = magnitudes(unboxed, vs, lambda x, view: jnp.zeros(view.batch_shape + (1, view.cols), x.dtype))
+    zeros_g = magnitudes(unboxed, vs, lambda x, view: layout.zeros(view.batch_shape + (1, view.cols), x.dtype, x,
+                                                                    _magnitude_spec(x, view)))
     return GradNormLoRPState(
         count=jnp.zeros([], jnp.int32),
         v=tree.zeros_like(magnitudes(unboxed, vs, lambda x, view: x)),
@@ -180,7 +189,7 @@ def gradnorm_lorp(
         ratio = 1.0 if reset_magnitude else g / jnp.maximum(norm_v, _TINY)  # g = ||v|| exactly when reset
         dv = ratio * (gm - direction * dg if radial else gm)
         grad_v.append(view.from_matrix(dv).astype(grad.dtype))
-        grad_g.append(dg.astype(p.dtype))
+        grad_g.append(layout.constrain(dg.astype(p.dtype), p, _magnitude_spec(p, view)))
         v_cur.append(v)
         g_cur.append(g)
       nv, v_state = v_tx.update(treedef.unflatten(grad_v), state.v_state, params, **extra_args)
@@ -198,8 +207,8 @@ def gradnorm_lorp(
         g = (next(g_iter) - lr * numerics.upcast(next(ng_leaves))) * (1 - lr * wd)
         w_new = view.from_matrix(g * v / jnp.maximum(_norm(v), _TINY))
         out.append((w_new - pf).astype(p.dtype))
-        new_v.append(view.from_matrix(v).astype(p.dtype))
-        new_g.append(g.astype(p.dtype))
+        new_v.append(layout.constrain(view.from_matrix(v).astype(p.dtype), p, layout.spec_of(p)))
+        new_g.append(layout.constrain(g.astype(p.dtype), p, _magnitude_spec(p, view)))
       return treedef.unflatten(out), GradNormLoRPState(
           count=tree.safe_increment(state.count),
           v=jax.tree.structure(state.v).unflatten(new_v),

@@ -15,6 +15,10 @@ gradtx differences:
   * The zero point is not clipped to ``[0, 2^b - 1]`` (stored as int32): the official clip collapses every
     block whose values share one sign (unslothai/unsloth#10841 describes the same quantizer form). For
     blocks that contain both signs (or zero) the codes are identical to the official ones.
+  * The basis quantized is the SVD's with canonical signs (:mod:`gradtx.lowrank.svd`); the official codes
+    are those of whatever signs its LAPACK returned. Negating a vector changes its codes, and also its
+    dequantized values beyond the sign where a code or the (official, clipped) zero point hits the end of
+    the code range.
   * A basis whose size is not a multiple of ``block_size`` is padded by repeating its last element (the
     official code asserts divisibility); the padding does not change any block's min or max.
 """

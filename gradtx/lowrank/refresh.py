@@ -13,10 +13,12 @@ vector into a queue of the last ``queue_size`` (5) values; when the queue is ful
 again at the next refresh. The first basis vector is kept in float32 (before any quantization), as in the
 official code. All counters are traced per-leaf arrays, so training stays one compiled program.
 
-gradtx differences: the official similarity is signed (``F.cosine_similarity``); an SVD may flip a singular
-vector's sign between refreshes, which makes an unchanged subspace look dissimilar, so ``absolute=True``
-compares ``|cos|`` instead (default False: official). For stacked (batched) leaves the cosine is averaged
-over the batch, giving one gap per leaf. Gaps are capped at ``max_gap``.
+gradtx differences: the official similarity is signed (``F.cosine_similarity``) and taken of vectors with
+whatever signs its LAPACK returned, so a sign flip between two refreshes makes an unchanged subspace look
+dissimilar and the official gaps depend on the machine. gradtx's SVD vectors have canonical signs
+(:mod:`gradtx.lowrank.svd`), so the signed cosine (default, as official) measures the change of the vector;
+``absolute=True`` compares ``|cos|``, which no sign rule affects. For stacked (batched) leaves the cosine is
+averaged over the batch, giving one gap per leaf. Gaps are capped at ``max_gap``.
 """
 
 from __future__ import annotations

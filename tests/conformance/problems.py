@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gradtx
+from gradtx.core import layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,9 @@ def params_as_logits(params: Any) -> jax.Array:
   positive and smooth; it is not the Hessian of the problem's loss, so Sophia-G runs on these problems as a
   preconditioned, clipped method with an unrelated (but valid) curvature estimate.
   """
-  theta = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(params)])
+  # Replicated first: on an Explicit mesh, leaves sharded differently cannot be concatenated.
+  leaves = [layout.constrain(x.astype(jnp.float32), x, ()).ravel() for x in jax.tree.leaves(params)]
+  theta = jnp.concatenate(leaves)
   return jnp.stack([theta, jnp.zeros_like(theta)], axis=-1)
 
 

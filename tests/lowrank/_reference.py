@@ -11,10 +11,41 @@ import math
 import numpy as np
 
 
+#: gradtx's sign rule (``gradtx.lowrank.svd``), transcribed: entries within 1% of a vector's largest magnitude
+#: are tied, the first of them is made positive.
+SIGN_TIE_RTOL = 1e-2
+#: The data of a test must keep every entry's ratio ``|v_i| / max |v|`` this far from the tie band's edge
+#: ``1 - SIGN_TIE_RTOL``, so the float32 SVD under test (whose vectors differ from float64 ones by 1e-6 to
+#: 1e-5 for singular values that are not nearly repeated) takes the same sign decisions as this reference.
+SIGN_MARGIN = 1e-4
+
+
+def sign_margin(vectors, axis=-2):
+  """The smallest distance of an entry's ``|v_i| / max |v|`` from the tie band's edge ``1 - SIGN_TIE_RTOL``
+  (``inf`` for all-zero vectors): how far the data keeps every sign decision from flipping."""
+  mag = np.abs(vectors)
+  top = mag.max(axis=axis, keepdims=True)
+  ratio = mag / np.where(top > 0, top, 1.0)
+  return float(np.min(np.where(top > 0, np.abs(ratio - (1 - SIGN_TIE_RTOL)), np.inf)))
+
+
+def canonical_signs(vectors, axis=-2):
+  """``vectors`` with each vector along ``axis`` negated when its pivot (first entry within the tie band of
+  the largest magnitude) is negative. Raises if an entry sits within ``SIGN_MARGIN`` of the band's edge."""
+  margin = sign_margin(vectors, axis)
+  if margin < SIGN_MARGIN:
+    raise ValueError(f"sign decision {margin:.2g} from the tie band's edge (< {SIGN_MARGIN}): change the test data")
+  mag = np.abs(vectors)
+  tied = mag >= (1 - SIGN_TIE_RTOL) * mag.max(axis=axis, keepdims=True)
+  pivot = np.take_along_axis(vectors, np.expand_dims(np.argmax(tied, axis=axis), axis), axis)
+  return vectors * np.where(pivot < 0, -1.0, 1.0)
+
+
 def svd_projector(g, rank, side):
-  """Official ``get_orthogonal_matrix``: right -> Vh[:r] (r, n); left -> U[:, :r] (m, r)."""
+  """Official ``get_orthogonal_matrix`` (right -> Vh[:r] (r, n); left -> U[:, :r] (m, r)) with gradtx's
+  canonical signs instead of LAPACK's (the official trajectory depends on its LAPACK's signs)."""
   u, _, vh = np.linalg.svd(g, full_matrices=False)
-  return vh[:rank] if side == "right" else u[:, :rank]
+  return canonical_signs(vh[:rank], axis=1) if side == "right" else canonical_signs(u[:, :rank], axis=0)
 
 
 def std_side(g):
@@ -52,6 +83,13 @@ def galore(w0, grads, *, rank, gap, scale, lr, b1=0.9, b2=0.999, eps=1e-6, wd=0.
   return out
 
 
+def rounding_margin(w, group, bits):
+  """The smallest distance, in code steps, of ``w / s`` from a rounding boundary ``k + 1/2`` (per block's ``s``)."""
+  x = w.reshape(-1, group)
+  s = np.maximum(x.max(axis=1, keepdims=True) - x.min(axis=1, keepdims=True), 1e-5) / (2**bits - 1)
+  return float(np.min(np.abs(np.mod(x / s, 1.0) - 0.5)))
+
+
 def quantize_official(w, group, bits):
   """Q-GaLore ``_quantize`` (clamped zero point). Returns the dequantized values."""
   shape = w.shape
@@ -65,8 +103,12 @@ def quantize_official(w, group, bits):
 
 
 def q_galore_projector(grads, *, rank, gap, group, bits, queue_size=5, threshold=0.4, gamma=2.0):
-  """Q-GaLore ``GaLoreProjector.project`` ('std', quant): the float projectors in use and the gap per step."""
-  p, past, queue, used, gaps = None, None, [], [], []
+  """Q-GaLore ``GaLoreProjector.project`` ('std', quant), with canonical SVD signs.
+
+  Returns per step the dequantized projector in use, its float projector and the gap, and the queue means
+  that were compared with ``threshold`` (one per refresh with a full queue).
+  """
+  p, f, past, queue, used, floats, gaps, means = None, None, None, [], [], [], [], []
   for it, g in enumerate(grads):
     side = std_side(g)
     if p is None or it % gap == 0:
@@ -76,13 +118,16 @@ def q_galore_projector(grads, *, rank, gap, group, bits, queue_size=5, threshold
         if len(queue) == queue_size:
           queue.pop(0)
         queue.append(float(vec @ past / max(np.linalg.norm(vec) * np.linalg.norm(past), 1e-8)))
-        if len(queue) == queue_size and sum(queue) / queue_size >= threshold:
-          gap = int(gap * gamma)
+        if len(queue) == queue_size:
+          means.append(sum(queue) / queue_size)
+          if means[-1] >= threshold:
+            gap = int(gap * gamma)
       past = vec
       p = quantize_official(f, group, bits)
     used.append(p)
+    floats.append(f)
     gaps.append(gap)
-  return used, gaps
+  return used, floats, gaps, means
 
 
 def adam_standard_step(m, v, g, step, b1, b2, eps):
@@ -101,8 +146,20 @@ def dct3_matrix(n):
   return q
 
 
+#: A test's data must keep the r-th and (r+1)-th DCT column scores this far apart (relative to the largest),
+#: so float32 scores (relative error ~1e-6) select the same columns as this reference.
+SELECTION_MARGIN = 1e-4
+
+
+def selection_margin(scores, rank):
+  """Relative gap between the r-th and (r+1)-th largest scores: how far a top-r selection is from a tie."""
+  ordered = np.sort(scores)[::-1]
+  return (ordered[rank - 1] - ordered[rank]) / ordered[0] if rank < len(ordered) else np.inf
+
+
 def dct_adamw(w0, grads, *, rank, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, rotate=False):
-  """ISTA-DASLab ``DCTAdamW`` with ``update_proj_gap=1``, ``ell_norm=1``, matmul similarity; indices sorted."""
+  """ISTA-DASLab ``DCTAdamW`` with ``update_proj_gap=1``, ``ell_norm=1``, matmul similarity; indices sorted.
+  Raises if a selection is within ``SELECTION_MARGIN`` of a tie."""
   w, m, v, prev = w0.copy(), None, None, None
   q = dct3_matrix(min(w0.shape))
   right = w0.shape[0] >= w0.shape[1]
@@ -111,6 +168,8 @@ def dct_adamw(w0, grads, *, rank, lr, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, rotate
     w = w * (1 - lr * wd)
     s = a @ q if right else q.T @ a
     norms = np.abs(s).sum(axis=0 if right else 1)
+    if selection_margin(norms, rank) < SELECTION_MARGIN:
+      raise ValueError(f"step {step}: DCT column scores within {SELECTION_MARGIN} of a tie: change the test data")
     idx = np.sort(np.argsort(-norms, kind="stable")[:rank])
     low = s[:, idx] if right else s[idx, :]
     if m is None:

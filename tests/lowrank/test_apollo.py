@@ -80,6 +80,7 @@ def test_apollo_non_matrix_leaves_get_hf_adamw():
   for t in range(4):
     u, s = tx.update({"b": jnp.asarray(g[t], jnp.float32)}, s)
     u_ref, s_ref = ref_tx.update(jnp.asarray(g[t], jnp.float32), s_ref)
+    # The same elementwise transformation on the same leaf: equal up to ~1 ulp of fused operations.
     np.testing.assert_allclose(u["b"], u_ref, rtol=1e-6)
 
 
@@ -93,10 +94,10 @@ def test_random_projection_is_regenerated_not_stored_and_has_variance_one_over_r
   p0 = RandomProjector().basis(RandomState(), geo, jax.random.fold_in(key, 0), jnp.float32)
   p2 = RandomProjector().basis(RandomState(), geo, jax.random.fold_in(key, 2), jnp.float32)
   assert p0.shape == (256, 64)
-  np.testing.assert_allclose(float(jnp.var(p0)), 1 / 64, rtol=0.05)
+  np.testing.assert_allclose(float(jnp.var(p0)), 1 / 64, rtol=0.05)  # sample variance of 16384 draws: ±1.1% (1σ)
   assert float(jnp.abs(p0 - p2).max()) > 0.1  # a refresh draws a new matrix
   ortho = RandomProjector(orthogonal=True).basis(RandomState(), geo, key, jnp.float32)
-  np.testing.assert_allclose(ortho.T @ ortho, np.eye(64), atol=1e-5)
+  np.testing.assert_allclose(ortho.T @ ortho, np.eye(64), atol=1e-5)  # float32 QR of 256 rows: ~1e-6
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,37 @@ from tests.lowrank._helpers import assert_trajectory, gradients
 TORCH_LAYOUT = gradtx.MatrixDims(reduction_axes=1, output_axes=0)
 
 
+def _residual_sign_margin(grads, rho, gap):
+  """How far the residual ``G − P Pᵀ G`` of every step stays from zero, in units of what a float32 SVD can
+  move it: ``2 θ ||G||₂`` with ``θ = 6e-8 σ₁ / (σ_k − σ_{k+1})`` the angle by which float32 rounding turns
+  the rank-k subspace. Above 1, signSGD's ``sign(residual)`` is the same on every CPU as in float64."""
+  worst = np.inf
+  for t, g in enumerate(grads):
+    source = grads[(t // gap) * gap]
+    side = ref.std_side(source)
+    k = round((source.shape[1] if side == "right" else source.shape[0]) * rho)
+    s = np.linalg.svd(source, compute_uv=False)
+    p = ref.svd_projector(source, k, side)
+    residual = g - (ref.project(g, p, side) @ p if side == "right" else p @ ref.project(g, p, side))
+    worst = min(worst, np.abs(residual).min() / (2 * 6e-8 * s[0] / (s[k - 1] - s[k]) * np.linalg.norm(g, 2)))
+  return worst
+
+
 @pytest.mark.parametrize("shape", [(8, 6), (6, 8)])
 @pytest.mark.parametrize("rule", ["sign", "sgd", "none"])
 def test_frugal_svd_matches_official(shape, rule):
-  grads = gradients(shape, steps=10, seed=1)
+  # A rank-3 signal, so the rank-3 (ρ = 0.5 of 6) subspace is well separated from the noise: with a rank-2
+  # signal the cut fell between two noise singular values and one residual entry sat within the float32
+  # SVD's error of zero, where its sign (and so the signSGD step) could differ between CPUs.
+  grads = gradients(shape, steps=10, seed=7, rank_signal=3)
+  assert _residual_sign_margin(grads, rho=0.5, gap=4) > 10
   w0 = np.random.default_rng(2).normal(size=shape)
   official_rule = {"sign": "sign_sgd", "sgd": "sgd", "none": "no"}[rule]
   traj = ref.frugal(w0, grads, rho=0.5, gap=4, lr=0.01, wd=0.1, rule=official_rule, inactive_scale=0.5,
                     proj_scale=2.0)
   tx = gradtx.frugal(learning_rate=0.01, rho=0.5, update_every=4, weight_decay=0.1, state_free=rule,
                      state_free_scale=0.5, projected_scale=2.0, dimension_numbers=TORCH_LAYOUT)
-  assert_trajectory(tx, traj, grads, atol=1e-5)
+  assert_trajectory(tx, traj, grads)
 
 
 def test_frugal_without_reset_carries_statistics():
@@ -29,7 +49,8 @@ def test_frugal_without_reset_carries_statistics():
   w0 = np.random.default_rng(4).normal(size=(8, 6))
   traj = ref.frugal(w0, grads, rho=0.25, gap=3, lr=0.01, reset=False)
   tx = gradtx.frugal(learning_rate=0.01, rho=0.25, update_every=3, reset=False, dimension_numbers=TORCH_LAYOUT)
-  assert_trajectory(tx, traj, grads, atol=1e-5)
+  assert _residual_sign_margin(grads, rho=0.25, gap=3) > 10
+  assert_trajectory(tx, traj, grads)
 
 
 def test_frugal_columns_match_official_with_the_drawn_columns():
@@ -44,7 +65,8 @@ def test_frugal_columns_match_official_with_the_drawn_columns():
     columns.append(np.asarray(state[0].leaves["w"].projector.indices))
   assert all(len(c) == 3 for c in columns) and not np.array_equal(columns[0], columns[3])
   traj = ref.frugal(w0, grads, rho=0.3, gap=3, lr=0.01, columns=columns)
-  assert_trajectory(tx, traj, grads, atol=1e-5)
+  # Column selection: no SVD, and the residual is G itself outside the drawn columns (sign exact).
+  assert_trajectory(tx, traj, grads)
 
 
 def test_rho_zero_is_sign_sgd_on_matrices_and_adam_elsewhere():

@@ -31,6 +31,8 @@ def test_matches_official_low_rank_weight_norm_adamw(shape):
   tx = gradtx.gradnorm_lorp(learning_rate=0.01, rank=2, update_every=4, scale=0.5, weight_decay=0.1,
                             dimension_numbers=TORCH_LAYOUT)
   ours, _ = _run(tx, w0, grads)
+  # Weights O(1) after 9 float32 steps of size ~1e-2, each within ~1e-6 of the float64 step (float32 SVD,
+  # see assert_trajectory): measured 4e-7 relative at most; rtol 1e-5, atol 1e-6.
   for t, (a, b) in enumerate(zip(ours, official)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=f"step {t}")
 
