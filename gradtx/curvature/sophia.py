@@ -224,7 +224,9 @@ def sophia_h(
     seed: seed of the probes' PRNG key (kept in the state).
     mu_dtype: see :func:`scale_by_sophia`.
     nu_dtype: see :func:`scale_by_sophia`.
-    axis_name: average Hessian-vector products across this axis (data parallelism).
+    axis_name: average Hessian-vector products across this axis (data parallelism). Required inside named axes:
+      ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``loss_fn``.
@@ -262,7 +264,9 @@ def sophia_h(
       nu_dtype=nu_dtype,
       axis_name=None,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="sophia_h", uses="loss_fn"
+  )
 
 
 def sophia_g(
@@ -311,7 +315,9 @@ def sophia_g(
     seed: seed of the label-sampling PRNG key (kept in the state).
     mu_dtype: see :func:`scale_by_sophia`.
     nu_dtype: see :func:`scale_by_sophia`.
-    axis_name: average ``ĝ`` across this axis and count its label positions (data parallelism).
+    axis_name: average ``ĝ`` across this axis and count its label positions (data parallelism). Required inside
+      named axes: ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``logits_fn``.
@@ -352,7 +358,9 @@ def sophia_g(
       nu_dtype=nu_dtype,
       axis_name=None,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="sophia_g", uses="logits_fn"
+  )
 
 
 _STATIC = (
