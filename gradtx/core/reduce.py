@@ -48,6 +48,17 @@ def norm(x: jax.Array, axis_name: AxisName = None) -> jax.Array:
   return jnp.sqrt(sum_of_squares(x, axis_name))
 
 
+def norm_without_overflow(x: jax.Array, axis_name: AxisName = None) -> jax.Array:
+  """:func:`norm` that stays finite up to float32's largest number (the plain sum of squares overflows once an
+  entry passes ~1.8e19). Above 2^60 the entries are scaled by a power of two (exactly) before squaring; below,
+  it is :func:`norm` bit for bit."""
+  x = x.astype(jnp.float32)
+  big = pmax(jnp.max(jnp.abs(x)), axis_name) if x.size else jnp.zeros((), jnp.float32)
+  # 2^-k with k <= 126 is a normal float32 (no flush to zero), and the scaled maximum lies in [1, 4).
+  k = jnp.where(big > 2.0**60, jnp.frexp(big)[1] - 2, 0)
+  return jnp.ldexp(norm(x * jnp.ldexp(jnp.float32(1.0), -k), axis_name), k)
+
+
 def global_norm(tree: Any, axis_name: AxisName = None) -> jax.Array:
   """L2 norm of a whole tree, reduced across ``axis_name`` when given."""
   leaves = jax.tree.leaves(tree)

@@ -81,7 +81,7 @@ def scale_by_adahessian(
       block size (official transformer code); see :func:`~gradtx.curvature.hutchinson.spatial_average_leaf`.
     seed: seed of the probes' PRNG key (kept in the state).
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``s``; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of ``s``; ``None``: at least float32 (pass the params' dtype to keep it).
     axis_name: average Hessian-vector products across this axis (data parallelism). Required inside named axes:
       ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
       :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
@@ -121,7 +121,7 @@ def scale_by_adahessian(
         count=jnp.zeros([], jnp.int32),
         hessian_count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         estimator_state=estimator.init(params),
     )
 

@@ -105,7 +105,7 @@ def scale_by_sophia(
     estimate_at_start: refresh at step 0 (Algorithm 3, pytorch-optimizer); False keeps ``h = 0`` for the first
       k steps as the official GPT-2 script does.
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``h``; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of ``h``; ``None``: at least float32 (pass the params' dtype to keep it).
     axis_name: the clip fraction counts coordinates across this axis (params sharded over it).
 
   Returns:
@@ -141,7 +141,7 @@ def scale_by_sophia(
     return ScaleBySophiaState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         estimator_state=estimator.init(params),
         clip_fraction=jnp.zeros([], jnp.float32),
     )

@@ -115,7 +115,7 @@ def clip_spikes(
 
   def init_fn(params):
     if inner is None:
-      return ClipSpikesState(jnp.zeros([], jnp.int32), tree.zeros_like(params), jnp.zeros([], jnp.float32),
+      return ClipSpikesState(jnp.zeros([], jnp.int32), numerics.stats_zeros_like(params), jnp.zeros([], jnp.float32),
                              optax.EmptyState())
     inner_state = inner.init(params)
     if optax.tree.get(inner_state, nu_field, default=None) is None:
@@ -145,7 +145,9 @@ def clip_spikes(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.GradientTransformationExtraArgs:
+def _scale_by_adam_eps_outside(
+    b1: float, b2: float, eps: float, nu_dtype: Any = None
+) -> optax.GradientTransformationExtraArgs:
   """Adam with ε added to ``sqrt(v)`` before bias correction (official SPAM, Adam paper's Algorithm 1 end).
 
   State is ``optax.ScaleByAdamState`` so ``optax.tree.get(state, 'nu')`` finds the second moment.
@@ -153,7 +155,7 @@ def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.Gradie
 
   def init_fn(params):
     return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params),
-                                  nu=tree.zeros_like(params))
+                                  nu=numerics.stats_zeros_like(params, nu_dtype))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -181,6 +183,7 @@ def scale_by_spam(
     warmup_steps: int = 150,
     accumulation_steps: int = 20,
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SPAM's direction: spike clipping, Adam, and momentum reset with a cosine warm-up.
 
@@ -196,6 +199,7 @@ def scale_by_spam(
     warmup_steps: W (official 150; pytorch-optimizer's default is 50).
     accumulation_steps: N_a (official ``grad_accu_steps`` 20).
     axis_name: mapped axis for the clip-fraction diagnostic.
+    nu_dtype: dtype of ``v``; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -216,7 +220,7 @@ def scale_by_spam(
   validation.check_beta("b2", b2)
   validation.check_nonnegative("eps", eps)
   direction = clip_spikes(
-      _scale_by_adam_eps_outside(b1, b2, eps),
+      _scale_by_adam_eps_outside(b1, b2, eps, nu_dtype),
       threshold,
       accumulation_steps=accumulation_steps,
       reset_period=reset_period,
@@ -240,6 +244,7 @@ def spam(
     warmup_steps: int = 150,
     accumulation_steps: int = 20,
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The SPAM optimizer (official defaults), with weight decay after the step as in the official code.
 
@@ -261,6 +266,7 @@ def spam(
     warmup_steps: see :func:`scale_by_spam`.
     accumulation_steps: see :func:`scale_by_spam`.
     axis_name: see :func:`scale_by_spam`.
+    nu_dtype: see :func:`scale_by_spam`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -291,6 +297,7 @@ def spam(
       warmup_steps=warmup_steps,
       accumulation_steps=accumulation_steps,
       axis_name=axis_name,
+      nu_dtype=nu_dtype,
   )
   return alias.decoupled_after_step(direction, learning_rate, weight_decay, mask)
 
@@ -304,7 +311,7 @@ registry.register(
         paper="Huang et al., SPAM: Spike-Aware Adam with Momentum Reset for Stable LLM Training, 2025, "
         "arXiv:2501.06842",
         reference="TianjinYellow/SPAM-Optimizer@e8185fbe galore_torch/SPAM.py; pytorch-optimizer 4.1.0 SPAM",
-        static_args=("reset_period", "warmup_steps", "accumulation_steps", "axis_name", "mask"),
+        static_args=("reset_period", "warmup_steps", "accumulation_steps", "axis_name", "mask", "nu_dtype"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),
