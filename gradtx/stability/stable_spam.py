@@ -23,6 +23,9 @@ every reset and clipping is effectively off for hundreds of steps. ``bias_correc
 pytorch-optimizer 4.1.0 does, which keeps the threshold meaningful after resets.
 
 Where gradtx differs:
+  * AdaGN's ``‖g‖`` cannot overflow below float32's largest number (:func:`gradtx.core.reduce.
+    norm_without_overflow`; a plain sum of squares overflows once an entry passes ~1e19). ``‖g‖²`` still may:
+    the factor ``a / sqrt(b)`` is then 0, a zero step, where the overflowed norm gave inf / inf = NaN.
   * Official reset step: ``stablespam.py`` rebinds ``state['exp_avg']`` to fresh zeros *after* taking local
     references to the old moments, so the reset step still updates and uses the old moments (with
     ``t = 1`` bias correction, which scales that step by about ``sqrt(1−β2)/(1−β1) ≈ 0.32``), and the
