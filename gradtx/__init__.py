@@ -9,6 +9,10 @@ from gradtx import registry as registry
 from gradtx.registry import OPTIMIZERS as OPTIMIZERS
 from gradtx.registry import OptimizerSpec as OptimizerSpec
 
+# data parallelism: the data axis of updates that use per-device data
+from gradtx.core.reduce import NO_DATA_AXIS as NO_DATA_AXIS
+from gradtx.core.reduce import check_replicas_agree as check_replicas_agree
+
 # curvature
 from gradtx.core.hvp import fill_masked_leaves as fill_masked_leaves
 from gradtx.curvature import GaussNewtonBartlettState as GaussNewtonBartlettState
@@ -183,6 +187,7 @@ __all__ = [
     "apollo",
     "apollo_mini",
     "BatchSizeTestResult",
+    "check_replicas_agree",
     "clip_by_adaptive_max",
     "clip_by_coordinate",
     "clip_spikes",
@@ -229,6 +234,7 @@ __all__ = [
     "mezo_adam",
     "mfac",
     "next_batch_size",
+    "NO_DATA_AXIS",
     "norm_test",
     "normalize_by_norm_ema",
     "NormalizeByNormEmaState",

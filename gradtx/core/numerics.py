@@ -1,4 +1,10 @@
-"""Scalar numerics shared by the moment-keeping transformations."""
+"""Scalar numerics shared by the moment-keeping transformations.
+
+Statistics (second moments, Hessian-diagonal EMAs) are kept in at least float32 whatever the param dtype
+(:func:`stats_dtype`, DESIGN.md "Tests and speed"): in float16 a squared gradient of 256 already overflows,
+and float16/bfloat16 lose the small increments ``(1 − β2) g²`` of a long EMA. A transformation's
+``nu_dtype`` argument is the user's opt-out (``nu_dtype=jnp.bfloat16`` halves that memory).
+"""
 
 from __future__ import annotations
 
@@ -19,13 +25,29 @@ def schedule_value(value: optax.ScalarOrSchedule, count: jax.Array) -> jax.Array
   return jnp.asarray(value(count) if callable(value) else value, jnp.float32)
 
 
+def stats_dtype(dtype: Any, requested: Any = None) -> Any:
+  """The dtype to keep a statistic of a ``dtype`` leaf in: ``requested`` when given (the user's opt-out), else
+  at least float32 (float16 and bfloat16 are widened, float32 and float64 kept)."""
+  if requested is not None:
+    return jax.dtypes.canonicalize_dtype(requested)
+  return jnp.promote_types(dtype, jnp.float32)
+
+
+def stats_zeros_like(tree: Any, dtype: Any = None) -> Any:
+  """Zeros with each leaf's shape (and sharding) in :func:`stats_dtype` of the leaf's dtype and ``dtype``."""
+  return jax.tree.map(lambda x: jnp.zeros_like(x, dtype=stats_dtype(x.dtype, dtype)), tree)
+
+
 def ema(moment: Any, value: Any, decay: Any, order: int = 1) -> Any:
   """``decay * moment + (1 - decay) * value ** order`` leaf by leaf, kept in each moment's dtype.
 
-  Traced ``decay`` (float32 under ``inject_hyperparams``) would otherwise promote bf16/f16 moments.
+  Traced ``decay`` (float32 under ``inject_hyperparams``) would otherwise promote bf16/f16 moments. The power
+  is taken in the wider of the two dtypes, so a float32 moment of float16 values does not overflow at
+  ``|value| > 256``.
   """
 
   def one(m, v):
+    v = v.astype(jnp.promote_types(m.dtype, v.dtype))
     v = v if order == 1 else v**order if order != 2 else v * v
     return (decay * m + (1.0 - decay) * v.astype(m.dtype)).astype(m.dtype)
 

@@ -81,8 +81,10 @@ def scale_by_adahessian(
       block size (official transformer code); see :func:`~gradtx.curvature.hutchinson.spatial_average_leaf`.
     seed: seed of the probes' PRNG key (kept in the state).
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``s``; ``None`` keeps each param's dtype.
-    axis_name: average Hessian-vector products across this axis (data parallelism).
+    nu_dtype: dtype of ``s``; ``None``: at least float32 (pass the params' dtype to keep it).
+    axis_name: average Hessian-vector products across this axis (data parallelism). Required inside named axes:
+      ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params`` and ``loss_fn``.
@@ -121,7 +123,7 @@ def scale_by_adahessian(
         count=jnp.zeros([], jnp.int32),
         hessian_count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         estimator_state=estimator.init(params),
     )
 
@@ -162,7 +164,9 @@ def scale_by_adahessian(
           count=count, hessian_count=hessian_count, mu=mu, nu=nu, estimator_state=est_state
       )
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return reduce.with_data_axis_check(
+      optax.GradientTransformationExtraArgs(init_fn, update_fn), axis_name, owner="scale_by_adahessian", uses="loss_fn"
+  )
 
 
 def adahessian(
@@ -245,7 +249,9 @@ def adahessian(
       nu_dtype=nu_dtype,
       axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="adahessian", uses="loss_fn"
+  )
 
 
 registry.register(

@@ -96,7 +96,9 @@ def estimate_hessian_diag_gnb(
       (``total_bs * block_size``) to reproduce its scaling exactly.
     clip_norm: clip ``ĝ`` to this global L2 norm before squaring (the official GPT-2 script uses 1.0); ``None``
       does not clip.
-    axis_name: average ``ĝ`` across this axis and count ``B`` over it (data parallelism).
+    axis_name: average ``ĝ`` across this axis and count ``B`` over it (data parallelism). Required inside named
+      axes: ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires the keyword argument ``logits_fn``.
@@ -118,6 +120,7 @@ def estimate_hessian_diag_gnb(
     validation.check_positive("batch_tokens", batch_tokens)
   if clip_norm is not None:
     validation.check_positive("clip_norm", clip_norm)
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     del params
@@ -127,6 +130,7 @@ def estimate_hessian_diag_gnb(
     del updates, extra_args
     if params is None:
       raise ValueError("`params` must be given to the GNB estimator's update.")
+    reduce.check_data_axis(requested_axis, owner="estimate_hessian_diag_gnb", uses="logits_fn")
     with jax.named_scope("gradtx/gnb"):
       g, n_global = sampled_label_gradient(logits_fn, params, jax.random.fold_in(state.key, state.count), axis_name)
       if clip_norm is not None:

@@ -130,7 +130,9 @@ def estimate_hessian_diag_hutchinson(
     spatial_average: ``None``, ``'conv'`` (average over conv kernel windows, Flax layout) or an int block size;
       see :func:`spatial_average_leaf`.
     axis_name: average ``Hz`` across this axis (``pmap`` / ``shard_map`` data parallelism), so the estimate is the
-      single-device full-batch estimate.
+      single-device full-batch estimate. Required inside named axes: ``update`` raises when ``loss_fn`` is
+      per-device data and it runs inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires the keyword argument ``loss_fn``.
@@ -154,6 +156,7 @@ def estimate_hessian_diag_hutchinson(
   validation.check_choice("distribution", distribution, ("rademacher", "gaussian"))
   validation.check_bool("absolute", absolute)
   check_spatial_average(spatial_average)
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     del params
@@ -163,6 +166,7 @@ def estimate_hessian_diag_hutchinson(
     del updates, extra_args
     if params is None:
       raise ValueError("`params` must be given to the Hutchinson estimator's update.")
+    reduce.check_data_axis(requested_axis, owner="estimate_hessian_diag_hutchinson", uses="loss_fn")
     with jax.named_scope("gradtx/hutchinson"):
       est = diag_estimate(
           loss_fn,

@@ -21,6 +21,9 @@ Where gradtx differs:
   * No ``sparse`` mode (the official one restricts the optimizer to the initially non-zero weights).
   * The buffer is float32 (float64 for f64 params) unless ``buffer_dtype`` says otherwise; like the official
     float32 code, with a tiny δ the result ``(x − GᵀS⁻¹Gx)/δ`` cancels digits for ``x`` inside the window's span.
+  * A finite gradient so large that ``GGᵀ`` overflows (entries beyond ~1e19 in float32) gives a zero output
+    while it is in the window (the limit of ``F̂⁻¹g`` as ``|g| → ∞``) where the official code returns NaN;
+    ``optax.adamw``'s step is 0 there too (``m/√v`` with ``v = inf``).
 """
 
 from __future__ import annotations
@@ -140,15 +143,22 @@ def scale_by_mfac(
         back = jnp.tensordot(c.astype(buffer.dtype), buffer, axes=1, precision=jax.lax.Precision.HIGHEST)
         return ((x - back) / damping).astype(u.dtype)
 
+      def overflow_to_zero(u, x, d):
+        # A finite gradient whose squares overflow (|g| beyond ~1e19 in float32) makes GGᵀ inf and the solve
+        # NaN; F̂⁻¹g → 0 as |g| → ∞, so the output is 0 there. Non-finite inputs still come out non-finite.
+        return jnp.where(jnp.any(jnp.isinf(d)) & jnp.isfinite(x) & ~jnp.isfinite(u), jnp.zeros_like(u), u)
+
       if blocks == "model":
         r = sum(jax.tree.leaves(rows), jnp.zeros((num_grads,), state.dots.dtype)).astype(state.dots.dtype)
         dots, c = _solve(state.dots, r, last, num_grads, damping)
-        new_updates = jax.tree.map(lambda b, x, u: apply(b, x, c, u), buffers, g, updates)
+        new_updates = jax.tree.map(lambda b, x, u: overflow_to_zero(apply(b, x, c, u), x, dots), buffers, g, updates)
       else:
         solved = jax.tree.map(lambda d, r: _solve(d, r, last, num_grads, damping), state.dots, rows)
         dots = jax.tree.map(lambda d, s: s[0], state.dots, solved)
         cs = jax.tree.map(lambda d, s: s[1], state.dots, solved)
-        new_updates = jax.tree.map(apply, buffers, g, cs, updates)
+        new_updates = jax.tree.map(
+            lambda b, x, c, u, d: overflow_to_zero(apply(b, x, c, u), x, d), buffers, g, cs, updates, dots
+        )
       decay = jnp.asarray(momentum, jnp.float32)
       # Without momentum the output is u itself (so a past non-finite step does not linger in mu as 0 · NaN).
       mu = jax.tree.map(

@@ -85,7 +85,9 @@ def scale_by_regularized_newton(
     n_probes: Hutchinson probes per step.
     distribution: ``'rademacher'`` (exact for a diagonal Hessian) or ``'gaussian'``.
     seed: seed of the probes' PRNG key (kept in the state).
-    axis_name: average Hessian-vector products, ``value`` and the trial losses and gradients across this axis.
+    axis_name: average Hessian-vector products, ``value`` and the trial losses and gradients across this axis
+      (data parallelism). Required inside named axes: ``update`` raises inside ``pmap`` / ``shard_map`` /
+      ``vmap(axis_name=...)`` with ``None``; :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``, ``value`` and ``loss_fn``.
@@ -116,6 +118,7 @@ def scale_by_regularized_newton(
   estimator = hutchinson.estimate_hessian_diag_hutchinson(
       seed=seed, n_probes=n_probes, distribution=distribution, axis_name=axis_name
   )
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     return ScaleByRegularizedNewtonState(
@@ -129,6 +132,7 @@ def scale_by_regularized_newton(
     del extra_args
     if params is None:
       raise ValueError("`params` must be given to the regularized Newton update (it evaluates trial points).")
+    reduce.check_data_axis(requested_axis, owner="scale_by_regularized_newton", uses="loss_fn and value")
     with jax.named_scope("gradtx/regularized_newton"):
       wide = jnp.result_type(jnp.float32, *[x.dtype for x in jax.tree.leaves(updates)])
       h, est_state = estimator.update(updates, state.estimator_state, params, loss_fn=loss_fn)
@@ -232,7 +236,12 @@ def regularized_newton(
       seed=seed,
       axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask),
+      axis_name,
+      owner="regularized_newton",
+      uses="loss_fn and value",
+  )
 
 
 registry.register(

@@ -105,7 +105,7 @@ def scale_by_sophia(
     estimate_at_start: refresh at step 0 (Algorithm 3, pytorch-optimizer); False keeps ``h = 0`` for the first
       k steps as the official GPT-2 script does.
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``h``; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of ``h``; ``None``: at least float32 (pass the params' dtype to keep it).
     axis_name: the clip fraction counts coordinates across this axis (params sharded over it).
 
   Returns:
@@ -142,7 +142,7 @@ def scale_by_sophia(
     return ScaleBySophiaState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         estimator_state=estimator.init(params),
         clip_fraction=jnp.zeros([], jnp.float32),
     )
@@ -225,7 +225,9 @@ def sophia_h(
     seed: seed of the probes' PRNG key (kept in the state).
     mu_dtype: see :func:`scale_by_sophia`.
     nu_dtype: see :func:`scale_by_sophia`.
-    axis_name: average Hessian-vector products across this axis (data parallelism).
+    axis_name: average Hessian-vector products across this axis (data parallelism). Required inside named axes:
+      ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``loss_fn``.
@@ -263,7 +265,9 @@ def sophia_h(
       nu_dtype=nu_dtype,
       axis_name=None,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="sophia_h", uses="loss_fn"
+  )
 
 
 def sophia_g(
@@ -312,7 +316,9 @@ def sophia_g(
     seed: seed of the label-sampling PRNG key (kept in the state).
     mu_dtype: see :func:`scale_by_sophia`.
     nu_dtype: see :func:`scale_by_sophia`.
-    axis_name: average ``ĝ`` across this axis and count its label positions (data parallelism).
+    axis_name: average ``ĝ`` across this axis and count its label positions (data parallelism). Required inside
+      named axes: ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``;
+      :data:`gradtx.NO_DATA_AXIS` keeps per-device estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``logits_fn``.
@@ -354,7 +360,9 @@ def sophia_g(
       nu_dtype=nu_dtype,
       axis_name=None,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="sophia_g", uses="logits_fn"
+  )
 
 
 _STATIC = (

@@ -76,6 +76,8 @@ def scale_by_tract(
     mask: tree of booleans like the params (or a function of the params giving one) selecting the first layer's
       kernel; ``None`` selects every leaf with ``ndim >= 2`` (for use under ``optax.masked``).
     axis_name: sum ``XᵀX`` and b across this axis (data parallelism), so the result is the full-batch one.
+      Required inside named axes: ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)``
+      with ``None``; :data:`gradtx.NO_DATA_AXIS` keeps per-device statistics on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``layer_inputs``.
@@ -94,6 +96,7 @@ def scale_by_tract(
     2024.
   """
   validation.check_positive("damping", damping)
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     del params
@@ -101,6 +104,7 @@ def scale_by_tract(
 
   def update_fn(updates, state, params=None, *, layer_inputs, **extra_args):
     del extra_args
+    reduce.check_data_axis(requested_axis, owner="scale_by_tract", uses="layer_inputs")
     with jax.named_scope("gradtx/tract"):
       x = jnp.asarray(layer_inputs)
       n = x.shape[-1]

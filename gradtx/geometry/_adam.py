@@ -37,7 +37,7 @@ def scale_by_adam(
     return optax.ScaleByAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):

@@ -73,7 +73,7 @@ def scale_by_adamp(
     axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
       non-channel dimension (see :func:`gradtx.project_radial`).
     mu_dtype: dtype of the first moment; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of the second moment; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of the second moment; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.
@@ -140,7 +140,7 @@ def adamp(
     axis_name: inside ``shard_map``, the axis across which ``ndim > 1`` leaves are split along a
       non-channel dimension (see :func:`gradtx.project_radial`).
     mu_dtype: dtype of the first moment; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of the second moment; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of the second moment; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params``.

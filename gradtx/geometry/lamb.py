@@ -136,7 +136,7 @@ def lamb(
     trust_ratio_mask: tree of booleans (or a function) selecting the leaves rescaled by the trust ratio;
       ``None`` rescales all of them.
     mu_dtype: dtype of the first moment; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of the second moment; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of the second moment; ``None``: at least float32 (pass the params' dtype to keep it).
     axis_name: see :func:`scale_by_lamb_trust_ratio`.
 
   Returns:

@@ -65,7 +65,7 @@ def scale_by_adam_hf(
 
   def init_fn(params):
     return optax.ScaleByAdamState(
-        count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params), nu=tree.zeros_like(params)
+        count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params), nu=numerics.stats_zeros_like(params)
     )
 
   def update_fn(updates, state, params=None, **extra_args):

@@ -140,8 +140,8 @@ def scale_by_belief(
     amsgrad: use the running maximum of ``s`` in the unrectified denominator.
     n_sma_threshold: the ``ρ_t`` from which the rectified step is taken, >= 4 (official: 5).
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``s`` (and its maximum); ``None`` keeps each param's dtype. Note that float16
-      cannot hold ``eps=1e-16``.
+    nu_dtype: dtype of ``s`` (and its maximum); ``None``: at least float32 (pass the params' dtype to keep
+      it; note that float16 cannot hold ``eps=1e-16``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -179,8 +179,8 @@ def scale_by_belief(
     return ScaleByBeliefState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
-        nu_max=tree.zeros_like(params, dtype=nu_dtype) if amsgrad else (),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
+        nu_max=numerics.stats_zeros_like(params, nu_dtype) if amsgrad else (),
     )
 
   def update_fn(updates, state, params=None, **extra_args):

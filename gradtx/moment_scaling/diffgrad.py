@@ -72,7 +72,8 @@ def scale_by_diffgrad(
     b2: decay rate of the squared-gradient EMA, in [0, 1).
     eps: added to the denominator (not bias-corrected, as in torch's Adam), > 0.
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``v``; ``None`` keeps each param's dtype. The previous gradient keeps the
+    nu_dtype: dtype of ``v``; ``None``: at least float32 (pass the params' dtype to keep it). The previous
+      gradient keeps the
       gradient's dtype.
 
   Returns:
@@ -102,7 +103,7 @@ def scale_by_diffgrad(
     return ScaleByDiffGradState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         prev_grad=tree.zeros_like(params),
     )
 

@@ -22,7 +22,10 @@ Other versions:
 Numerics: updates are computed in at least float32 with float32 scalars derived from the float32 ``β``
 (``1 − β^t`` as ``−expm1(t log β)``); moments are stored in ``mu_dtype`` / ``nu_dtype``.
 A NaN or Inf gradient element makes that element's moments NaN from then on (as in the official code);
-other elements are unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps.
+other elements are unaffected. Wrap the optimizer in ``optax.apply_if_finite`` to skip such steps. A finite
+gradient whose square overflows (``|g| > 1.8e19`` in float32) gives ``v = inf``; the ratios
+``v/(v + ε)`` and ``m²/(m² + ε)`` are then taken as their limit 1 (the official code computes inf/inf = NaN),
+so the step is ``(m̃ + g̃)/inf = 0``, as ``optax.adamw``'s ``m/√v`` is.
 
 Where peers differ: optax has no EXAdam; pytorch-optimizer 4.1.0 ``EXAdam`` matches v2 (the author removed
 the dynamic step there in pytorch-optimizer PR #438) and adds ``weight_decouple`` / ``fixed_decay`` flags.
@@ -82,7 +85,7 @@ def scale_by_exadam(
     b2: decay rate of the squared-gradient EMA, in [0, 1).
     eps: in the debiasing ratios and the denominator, > 0.
     mu_dtype: dtype of ``m``; ``None`` keeps each param's dtype.
-    nu_dtype: dtype of ``v``; ``None`` keeps each param's dtype.
+    nu_dtype: dtype of ``v``; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -109,7 +112,7 @@ def scale_by_exadam(
     return ScaleByExAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params, dtype=mu_dtype),
-        nu=tree.zeros_like(params, dtype=nu_dtype),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
     )
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -122,10 +125,13 @@ def scale_by_exadam(
       mu = numerics.ema_upcast(state.mu, updates, b1)
       nu = numerics.ema_upcast(state.nu, updates, b2, order=2)
 
+      def cross(c, x):  # c x / (x + ε) for x >= 0; at an overflowed x = inf its limit c (not inf/inf)
+        return jnp.where(jnp.isinf(x), c, c * x / (x + eps))
+
       def direction(g, m, v):
         m2 = jnp.square(m)
-        d1 = 1.0 + (1.0 - bc2) * v / (v + eps)
-        d2 = 1.0 + (1.0 - bc1) * m2 / (m2 + eps)
+        d1 = 1.0 + cross(1.0 - bc2, v)
+        d2 = 1.0 + cross(1.0 - bc1, m2)
         accelerated = (m + up(g)) * d1 / bc1
         return (accelerated / (jnp.sqrt(v * d2 / bc2) + eps)).astype(g.dtype)
 

@@ -28,9 +28,12 @@ Where gradtx differs:
   * The CUDA optimizer kernels move a negative first moment that rounds to the map's 0 one code down
     (``signbit`` check in ``kOptimizerStatic8bit2StateBlockwise``); the PyTorch reference and gradtx
     round to nearest, so a zero code always means an exact zero.
-  * A NaN in a block makes its absmax NaN, so the whole block (not one element) dequantizes to NaN; Inf
-    likewise turns its block to NaN/Inf. Neither is hidden: wrap the optimizer in ``optax.apply_if_finite``
-    to skip such steps.
+  * A NaN in a block makes its absmax NaN, so the whole block (not one element) dequantizes to NaN: wrap the
+    optimizer in ``optax.apply_if_finite`` to skip such steps. An infinite element (a second moment whose
+    ``g²`` overflowed, which ``optax.adamw`` keeps as inf so that ``m/√v = 0``) makes the absmax inf and
+    keeps its place: it is coded as ``±1`` (the map's end) and dequantizes to ``±inf`` again, while the
+    block's finite elements, whose share ``x / inf`` of the scale is 0, dequantize to exactly 0 (a zero code
+    is an exact zero whatever the scale, never ``0 · inf``). The reference divides inf by inf (NaN).
 
 Layout and sharding: ``codes`` has the shape of the array it encodes (so ``jnp.zeros_like`` and ``jit``
 give it the same sharding), ``absmax`` has shape ``shape[:k] + (prod(shape[k:]) // block_size,)`` where
@@ -277,6 +280,7 @@ def _quantize(
     blocks = _to_blocks(xb.astype(jnp.float32), block_size)
     absmax = jnp.max(jnp.abs(blocks), axis=-1)
     normed = blocks / jnp.where(absmax > 0, absmax, 1.0)[..., None]
+    normed = jnp.where(jnp.isinf(blocks), jnp.sign(blocks), normed)  # inf / inf: the end of the map
     if key is None:
       values = np.asarray(table, np.float32)
       mids = tuple(float(v) for v in (values[1:] + values[:-1]) * np.float32(0.5))
@@ -291,7 +295,7 @@ def _quantize(
     if previous is not None:
       old_codes, _ = _blockable(previous.codes, block_size)
       old_blocks = _to_blocks(old_codes, block_size)
-      old = _lookup(jnp.asarray(table, jnp.float32), old_blocks.astype(jnp.int32)) * previous.absmax[..., None]
+      old = _scaled(_lookup(jnp.asarray(table, jnp.float32), old_blocks.astype(jnp.int32)), previous.absmax)
       changed = jnp.any(blocks != old, axis=-1)
       idx = jnp.where(changed[..., None], idx, old_blocks)
       absmax = jnp.where(changed, absmax, previous.absmax)
@@ -299,6 +303,11 @@ def _quantize(
     if original is not None:
       codes = jax.sharding.reshard(codes, original)
     return QuantizedArray(codes=codes, absmax=absmax)
+
+
+def _scaled(values: jax.Array, absmax: jax.Array) -> jax.Array:
+  """Map values times their block's scale; a zero code is exactly 0 even in a block whose scale is inf."""
+  return jnp.where(values == 0, 0.0, values * absmax[..., None])
 
 
 def dequantize_blockwise(
@@ -317,7 +326,7 @@ def _dequantize(q: QuantizedArray, table: tuple[float, ...], block_size: int, dt
   with jax.named_scope("gradtx/dequantize_blockwise"):
     codes, original = _blockable(q.codes, block_size)
     values = _lookup(jnp.asarray(table, jnp.float32), codes.astype(jnp.int32))
-    blocks = _to_blocks(values, block_size) * q.absmax[..., None]
+    blocks = _scaled(_to_blocks(values, block_size), q.absmax)
     out = _from_blocks(blocks, q.codes.shape, block_size).astype(dtype)
     if original is not None:
       out = jax.sharding.reshard(out, original)

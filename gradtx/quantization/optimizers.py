@@ -49,7 +49,7 @@ def _scale_by_adam(b1: Any, b2: Any, eps: Any) -> optax.GradientTransformationEx
 
   def init_fn(params):
     return optax.ScaleByAdamState(
-        count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params), nu=tree.zeros_like(params)
+        count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params), nu=numerics.stats_zeros_like(params)
     )
 
   def update_fn(updates, state, params=None, **extra_args):

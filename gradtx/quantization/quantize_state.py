@@ -19,8 +19,10 @@ map, as bitsandbytes does for its state1 / state2. Smaller leaves stay in full p
 keeps tensors under ``min_8bit_size = 4096`` in 32 bits.
 
 Where gradtx differs from bitsandbytes:
-  * The inner transformation sees its quantized fields in float32 whatever its ``mu_dtype`` was, as
-    bitsandbytes computes in float32; the updates are cast back to the dtype of the incoming updates.
+  * The inner transformation sees its quantized fields and the incoming updates in (at least) float32
+    whatever the params' dtype, as bitsandbytes computes in float32 (so ``g²`` of a float16 gradient above
+    256 does not overflow); the updates are cast back to the dtype of the incoming updates, and the fields
+    kept in full precision back to their own dtype.
   * The parameter update uses the freshly computed (not yet requantized) moments, as in bitsandbytes; only
     the stored state is 8-bit.
   * A block that the inner update returns unchanged keeps its codes and scale (bitsandbytes requantizes
@@ -55,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gradtx.core import tree, validation
+from gradtx.core import numerics, tree, validation
 from gradtx.quantization import blockwise, maps
 
 
@@ -227,14 +229,15 @@ def quantize_state(
           else unit
           for (path, unit), a, q in zip(units, scales, quantized)
       ]
-      new_updates, new_inner = inner.update(updates, treedef.unflatten(full), params, **extra_args)
+      wide_updates = jax.tree.map(numerics.upcast, updates)
+      new_updates, new_inner = inner.update(wide_updates, treedef.unflatten(full), params, **extra_args)
       step_key = jax.random.fold_in(state.key, state.count)
       stored, absmax = [], []
       for i, ((path, unit), a, q, new) in enumerate(
           zip(units, scales, quantized, treedef.flatten_up_to(new_inner))
       ):
         if not q:
-          stored.append(new)
+          stored.append(jax.tree.map(lambda n, o: n if n.dtype == o.dtype else n.astype(o.dtype), new, unit))
           absmax.append(a)
           continue
         key = jax.random.fold_in(step_key, i) if stochastic_rounding else None

@@ -106,7 +106,7 @@ def adadagrad(
     Lau et al., `AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods
     <https://arxiv.org/abs/2402.11215>`_, 2024.
   """
-  return adaptive_batch_size(
+  tx = adaptive_batch_size(
       alias.decoupled(scale_by_adagrad(initial_accumulator_value, eps), learning_rate, weight_decay, mask),
       initial_batch_size=initial_batch_size,
       max_batch_size=max_batch_size,
@@ -119,6 +119,7 @@ def adadagrad(
       per_leaf=per_leaf,
       axis_name=axis_name,
   )
+  return reduce.with_data_axis_check(tx, axis_name, owner="adadagrad", uses="per_example_grads")
 
 
 def adadagrad_norm(
@@ -184,7 +185,7 @@ def adadagrad_norm(
     Lau et al., `AdAdaGrad: Adaptive Batch Size Schemes for Adaptive Gradient Methods
     <https://arxiv.org/abs/2402.11215>`_, 2024.
   """
-  return adaptive_batch_size(
+  tx = adaptive_batch_size(
       alias.decoupled(scale_by_adagrad_norm(initial_accumulator_value, eps), learning_rate, weight_decay, mask),
       initial_batch_size=initial_batch_size,
       max_batch_size=max_batch_size,
@@ -197,6 +198,7 @@ def adadagrad_norm(
       per_leaf=per_leaf,
       axis_name=axis_name,
   )
+  return reduce.with_data_axis_check(tx, axis_name, owner="adadagrad_norm", uses="per_example_grads")
 
 
 _PAPER = (

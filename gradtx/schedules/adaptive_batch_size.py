@@ -111,7 +111,9 @@ def adaptive_batch_size(
       :func:`gradtx.inner_product_test`).
     axis_name: axis over which the rows are split (data parallelism): the statistics are those of the
       global batch, so every replica recommends the same batch size. (``updates`` are used as given:
-      ``pmean`` them across the axis as usual.)
+      ``pmean`` them across the axis as usual.) Required inside named axes: ``update`` raises inside ``pmap``
+      / ``shard_map`` / ``vmap(axis_name=...)`` with ``None``; :data:`gradtx.NO_DATA_AXIS` keeps per-device
+      statistics (and batch sizes) on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is an :class:`AdaptiveBatchSizeState`.
@@ -141,6 +143,7 @@ def adaptive_batch_size(
   validation.check_int("micro_batch_size", micro_batch_size, low=1)
   validation.check_bool("per_leaf", per_leaf)
   inner = optax.with_extra_args_support(inner)
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     return AdaptiveBatchSizeState(
@@ -151,6 +154,7 @@ def adaptive_batch_size(
     )
 
   def update_fn(updates, state, params=None, *, per_example_grads, **extra_args):
+    reduce.check_data_axis(requested_axis, owner="adaptive_batch_size", uses="per_example_grads")
     with jax.named_scope("gradtx/adaptive_batch_size"):
       new_updates, inner_state = inner.update(updates, state.inner_state, params, **extra_args)
 

@@ -174,6 +174,7 @@ def scale_by_adam_coordinate_clipped(
     *,
     method: topk.ThresholdMethod = "exact",
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam whose first moment sees coordinate-clipped gradients and second moment the raw ones (AdamClip).
 
@@ -193,6 +194,7 @@ def scale_by_adam_coordinate_clipped(
     threshold_scale: see :func:`clip_by_coordinate`.
     method: see :func:`clip_by_coordinate`.
     axis_name: see :func:`clip_by_coordinate`.
+    nu_dtype: dtype of ``v``; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -220,7 +222,7 @@ def scale_by_adam_coordinate_clipped(
     return ScaleByAdamCoordinateClippedState(
         count=jnp.zeros([], jnp.int32),
         mu=tree.zeros_like(params),
-        nu=tree.zeros_like(params),
+        nu=numerics.stats_zeros_like(params, nu_dtype),
         threshold=_threshold_zero(params),
         clip_fraction=jnp.zeros([], jnp.float32),
     )
@@ -261,6 +263,7 @@ def adam_coordinate_clipped(
     threshold_scale: float = 1.0,
     method: topk.ThresholdMethod = "exact",
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamClip (Pan & Li 2023): Adam with coordinate-wise clipping of its first moment's input.
 
@@ -282,6 +285,7 @@ def adam_coordinate_clipped(
     threshold_scale: see :func:`clip_by_coordinate`.
     method: see :func:`clip_by_coordinate`.
     axis_name: see :func:`clip_by_coordinate`.
+    nu_dtype: see :func:`scale_by_adam_coordinate_clipped`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -304,7 +308,9 @@ def adam_coordinate_clipped(
     <https://arxiv.org/abs/2306.00204>`_, 2023.
   """
   return alias.coupled(
-      scale_by_adam_coordinate_clipped(b1, b2, eps, fraction, threshold_scale, method=method, axis_name=axis_name),
+      scale_by_adam_coordinate_clipped(
+          b1, b2, eps, fraction, threshold_scale, method=method, axis_name=axis_name, nu_dtype=nu_dtype
+      ),
       learning_rate,
       weight_decay,
       mask,
@@ -320,7 +326,7 @@ registry.register(
         paper="Pan and Li, Toward Understanding Why Adam Converges Faster Than SGD for Transformers, 2023, "
         "arXiv:2306.00204",
         reference="panyan7/adam-vs-sgd@d85d3a1f torch_optimizer/adam_clip.py (AdamClip, foreach path)",
-        static_args=("method", "axis_name", "mask"),
+        static_args=("method", "axis_name", "mask", "nu_dtype"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         elementwise=False,

@@ -124,7 +124,7 @@ def clip_spikes(
 
   def init_fn(params):
     if inner is None:
-      return ClipSpikesState(jnp.zeros([], jnp.int32), tree.zeros_like(params), jnp.zeros([], jnp.float32),
+      return ClipSpikesState(jnp.zeros([], jnp.int32), numerics.stats_zeros_like(params), jnp.zeros([], jnp.float32),
                              optax.EmptyState())
     inner_state = inner.init(params)
     if optax.tree.get(inner_state, nu_field, default=None) is None:
@@ -154,7 +154,9 @@ def clip_spikes(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.GradientTransformationExtraArgs:
+def _scale_by_adam_eps_outside(
+    b1: float, b2: float, eps: float, nu_dtype: Any = None
+) -> optax.GradientTransformationExtraArgs:
   """Adam with ε added to ``sqrt(v)`` before bias correction (official SPAM, Adam paper's Algorithm 1 end).
 
   State is ``optax.ScaleByAdamState`` so ``optax.tree.get(state, 'nu')`` finds the second moment.
@@ -162,7 +164,7 @@ def _scale_by_adam_eps_outside(b1: float, b2: float, eps: float) -> optax.Gradie
 
   def init_fn(params):
     return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=tree.zeros_like(params),
-                                  nu=tree.zeros_like(params))
+                                  nu=numerics.stats_zeros_like(params, nu_dtype))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -204,6 +206,7 @@ def scale_by_spam(
     density_mask: Any | Callable[[optax.Params], Any] | None = None,
     seed: int = 0,
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SPAM's direction: spike clipping, Adam, and momentum reset with a cosine warm-up.
 
@@ -230,6 +233,7 @@ def scale_by_spam(
       weight matrices). Only allowed with ``density < 1``.
     seed: seed of the coordinate draws (used when ``density < 1``); the same on every replica.
     axis_name: mapped axis for the clip-fraction diagnostic.
+    nu_dtype: dtype of ``v``; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -258,7 +262,7 @@ def scale_by_spam(
   _check_density(density, density_mask)
   validation.check_int("seed", seed)
   direction = clip_spikes(
-      _scale_by_adam_eps_outside(b1, b2, eps),
+      _scale_by_adam_eps_outside(b1, b2, eps, nu_dtype),
       threshold,
       accumulation_steps=accumulation_steps,
       reset_period=reset_period,
@@ -288,6 +292,7 @@ def spam(
     seed: int = 0,
     decay_sparse: bool = False,
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The SPAM optimizer (official defaults), with weight decay after the step as in the official code.
 
@@ -321,6 +326,7 @@ def spam(
     decay_sparse: decay the leaves with sparse moments too (False: the official no-op; no effect when
       ``density == 1``).
     axis_name: see :func:`scale_by_spam`.
+    nu_dtype: see :func:`scale_by_spam`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -354,6 +360,7 @@ def spam(
       density_mask=density_mask,
       seed=seed,
       axis_name=axis_name,
+      nu_dtype=nu_dtype,
   )
   validation.check_bool("decay_sparse", decay_sparse)
   if density < 1 and not decay_sparse:
@@ -384,7 +391,7 @@ registry.register(
         "arXiv:2501.06842",
         reference="TianjinYellow/SPAM-Optimizer@e8185fbe galore_torch/SPAM.py; pytorch-optimizer 4.1.0 SPAM",
         static_args=("reset_period", "warmup_steps", "accumulation_steps", "density", "density_mask", "seed",
-                     "decay_sparse", "axis_name", "mask"),
+                     "decay_sparse", "axis_name", "mask", "nu_dtype"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v)",
         optax_counterpart=(optax.adamw, {"learning_rate": 0.05, "weight_decay": 0.0}),

@@ -23,6 +23,9 @@ every reset and clipping is effectively off for hundreds of steps. ``bias_correc
 pytorch-optimizer 4.1.0 does, which keeps the threshold meaningful after resets.
 
 Where gradtx differs:
+  * AdaGN's ``‖g‖`` cannot overflow below float32's largest number (:func:`gradtx.core.reduce.
+    norm_without_overflow`; a plain sum of squares overflows once an entry passes ~1e19). ``‖g‖²`` still may:
+    the factor ``a / sqrt(b)`` is then 0, a zero step, where the overflowed norm gave inf / inf = NaN.
   * Official reset step: ``stablespam.py`` rebinds ``state['exp_avg']`` to fresh zeros *after* taking local
     references to the old moments, so the reset step still updates and uses the old moments (with
     ``t = 1`` bias correction, which scales that step by about ``sqrt(1−β2)/(1−β1) ≈ 0.32``), and the
@@ -236,7 +239,7 @@ def normalize_by_norm_ema(
       bc2 = numerics.bias_correction(g2, t)
 
       def one(g, a, b):
-        n = reduce.norm(g, axis_name)
+        n = reduce.norm_without_overflow(g, axis_name)  # n² may overflow (b = inf, c = 0); n itself must not
         a = (g1 * a + (1.0 - g1) * n).astype(jnp.float32)
         b = (g2 * b + (1.0 - g2) * n * n).astype(jnp.float32)
         c = (a / bc1) / (jnp.sqrt(b / bc2) + eps)
@@ -250,12 +253,12 @@ def normalize_by_norm_ema(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min) -> optax.GradientTransformationExtraArgs:
+def _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min, nu_dtype=None) -> optax.GradientTransformationExtraArgs:
   """Adam with ``β1' = β1 s_T`` (s_T from the global step) and a resettable bias-correction ``count``."""
 
   def init_fn(params):
     zero = jnp.zeros([], jnp.int32)
-    return ScaleByStableSpamAdamState(zero, zero, tree.zeros_like(params), tree.zeros_like(params))
+    return ScaleByStableSpamAdamState(zero, zero, tree.zeros_like(params), numerics.stats_zeros_like(params, nu_dtype))
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
@@ -290,6 +293,7 @@ def scale_by_stable_spam(
     eta_min: float = 0.5,
     bias_correction: BiasCorrection = "per_reset",
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Stable-SPAM's direction: AdaClip, AdaGN, then Adam whose moments reset every ``reset_period`` steps.
 
@@ -309,6 +313,7 @@ def scale_by_stable_spam(
     eta_min: minimum of the cosine factor (official 0.5).
     bias_correction: ``'per_reset'`` (official) or ``'global'`` (pytorch-optimizer); see the module.
     axis_name: mapped axis over which tensors are sharded (AdaClip's max, AdaGN's norm).
+    nu_dtype: dtype of Adam's ``v``; ``None``: at least float32 (pass the params' dtype to keep it).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -328,7 +333,7 @@ def scale_by_stable_spam(
   validation.check_beta("b1", b1)
   validation.check_beta("b2", b2)
   _check_modes(bias_correction, reset_period)
-  adam = _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min)
+  adam = _scale_by_adam_scaled_b1(b1, b2, eps, total_steps, eta_min, nu_dtype)
   if reset_period is not None:
     adam = reset_state_every(adam, reset_period, fields=("mu", "nu"), reset_count=True)
   common = {"bias_correction": bias_correction, "reset_period": reset_period, "axis_name": axis_name}
@@ -355,6 +360,7 @@ def stable_spam(
     eta_min: float = 0.5,
     bias_correction: BiasCorrection = "per_reset",
     axis_name: reduce.AxisName = None,
+    nu_dtype: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Stable-SPAM optimizer (official defaults), with decoupled weight decay applied first.
 
@@ -377,6 +383,7 @@ def stable_spam(
     eta_min: see :func:`scale_by_stable_spam`.
     bias_correction: see :func:`scale_by_stable_spam`.
     axis_name: see :func:`scale_by_stable_spam`.
+    nu_dtype: see :func:`scale_by_stable_spam`.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``.
@@ -400,7 +407,7 @@ def stable_spam(
   """
   direction = scale_by_stable_spam(
       b1, b2, eps, gamma1, gamma2, theta, reset_period=reset_period, total_steps=total_steps, eta_min=eta_min,
-      bias_correction=bias_correction, axis_name=axis_name,
+      bias_correction=bias_correction, axis_name=axis_name, nu_dtype=nu_dtype,
   )
   return alias.decoupled(direction, learning_rate, weight_decay, mask)
 
@@ -415,7 +422,7 @@ registry.register(
         "arXiv:2502.17055",
         reference="TianjinYellow/StableSPAM@6a66da1e galore_torch/stablespam.py; pytorch-optimizer 4.1.0 "
         "StableSPAM",
-        static_args=("reset_period", "total_steps", "bias_correction", "axis_name", "mask"),
+        static_args=("reset_period", "total_steps", "bias_correction", "axis_name", "mask", "nu_dtype"),
         shard_axis_arg="axis_name",
         state_per_param="2 (m, v) + 3 scalars per tensor",
         elementwise=False,

@@ -76,7 +76,9 @@ def scale_by_just_one_byte(
     normalization: ``'sqrt'`` (reference code: ``/√N``) or ``'mean'`` (``/N``).
     quantize: send ``ĝ`` through the reference's byte codec (:func:`gradtx.zeroth_order.perturbation.one_byte`).
     distribution: ``'normal'`` (reference) or ``'rademacher'``.
-    axis_name: the data-parallel axis whose replicas exchange their scalars; ``None``: one replica.
+    axis_name: the data-parallel axis whose replicas exchange their scalars; ``None``: one replica. Required
+      inside named axes: ``update`` raises inside ``pmap`` / ``shard_map`` / ``vmap(axis_name=...)`` with
+      ``None``; :data:`gradtx.NO_DATA_AXIS` keeps each replica's estimates to itself on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` (state :class:`gradtx.ScaleBySpsaState`) whose ``update``
@@ -103,6 +105,7 @@ def scale_by_just_one_byte(
   validation.check_choice("normalization", normalization, ("sqrt", "mean"))
   validation.check_bool("quantize", quantize)
   validation.check_choice("distribution", distribution, ("normal", "rademacher"))
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     del params
@@ -112,6 +115,7 @@ def scale_by_just_one_byte(
     del extra_args
     if params is None:
       raise ValueError("scale_by_just_one_byte perturbs the params: call update(updates, state, params, loss_fn=...).")
+    reduce.check_data_axis(requested_axis, owner="scale_by_just_one_byte", uses="loss_fn")
     with jax.named_scope("gradtx/just_one_byte"):
       n_replicas, me = _replicas(axis_name)
       z_of = lambda r, s: perturbation.draw(
@@ -200,4 +204,6 @@ def just_one_byte(
       distribution=distribution,
       axis_name=axis_name,
   )
-  return alias.decoupled(direction, learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(direction, learning_rate, weight_decay, mask), axis_name, owner="just_one_byte", uses="loss_fn"
+  )

@@ -85,7 +85,9 @@ def scale_by_spsa(
     num_samples: n, perturbations averaged per step (2n loss evaluations).
     distribution: ``'normal'`` (MeZO) or ``'rademacher'`` (classic SPSA).
     axis_name: the data-parallel axis; each replica's ``ĝ_s`` (from its own micro-batch) is averaged
-      across it, one float per perturbation.
+      across it, one float per perturbation. Required inside named axes: ``update`` raises inside ``pmap`` /
+      ``shard_map`` / ``vmap(axis_name=...)`` with ``None``; :data:`gradtx.NO_DATA_AXIS` keeps per-device
+      estimates on purpose.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose ``update`` requires ``params`` and the keyword
@@ -109,6 +111,7 @@ def scale_by_spsa(
     <https://arxiv.org/abs/2305.17333>`_, 2023.
   """
   _check(eps, seed, num_samples, distribution)
+  requested_axis, axis_name = axis_name, reduce.resolve_data_axis(axis_name)
 
   def init_fn(params):
     del params
@@ -117,6 +120,7 @@ def scale_by_spsa(
   def update_fn(updates, state, params=None, *, loss_fn, **extra_args):
     del extra_args
     params = _params_or_raise(params, "scale_by_spsa")
+    reduce.check_data_axis(requested_axis, owner="scale_by_spsa", uses="loss_fn")
     with jax.named_scope("gradtx/spsa"):
 
       def body(s, acc):
@@ -184,11 +188,16 @@ def mezo(
     Malladi et al., `Fine-Tuning Language Models with Just Forward Passes
     <https://arxiv.org/abs/2305.17333>`_, 2023.
   """
-  return alias.decoupled(
-      scale_by_spsa(eps, seed=seed, num_samples=num_samples, distribution=distribution, axis_name=axis_name),
-      learning_rate,
-      weight_decay,
-      mask,
+  return reduce.with_data_axis_check(
+      alias.decoupled(
+          scale_by_spsa(eps, seed=seed, num_samples=num_samples, distribution=distribution, axis_name=axis_name),
+          learning_rate,
+          weight_decay,
+          mask,
+      ),
+      axis_name,
+      owner="mezo",
+      uses="loss_fn",
   )
 
 
@@ -261,7 +270,12 @@ def mezo_adam(
   # gradtx's Adam direction: float32 betas and accurate bias corrections (the same numbers under
   # inject_hyperparams, where optax.scale_by_adam's float32 ``1 - b2`` is off by ~1e-5).
   adam = _adam.scale_by_adam(b1, b2, adam_eps)
-  return alias.decoupled(optax.chain(spsa, adam), learning_rate, weight_decay, mask)
+  return reduce.with_data_axis_check(
+      alias.decoupled(optax.chain(spsa, adam), learning_rate, weight_decay, mask),
+      axis_name,
+      owner="mezo_adam",
+      uses="loss_fn",
+  )
 
 
 # mezo (SGD) is not registered: no single learning rate passes both the stiff Rosenbrock problem and the

@@ -71,3 +71,13 @@ def test_global_norm_under_pmap_equals_full():
   got = jax.pmap(lambda v: reduce.global_norm({"v": v}, axis_name="i"), axis_name="i")(x)
   np.testing.assert_allclose(got, np.linalg.norm(x), rtol=1e-6)
   assert float(reduce.global_norm({})) == 0.0
+
+
+def test_norm_without_overflow():
+  big = jnp.full(24, 1e30, jnp.float32)
+  assert not np.isfinite(float(reduce.norm(big)))  # the plain sum of squares overflows float32
+  # sqrt(24) · 1e30, from the power-of-two scaled sum: float32 rounding only (a few ulps).
+  np.testing.assert_allclose(float(reduce.norm_without_overflow(big)), np.sqrt(24.0) * 1e30, rtol=1e-6)
+  for x in (jnp.arange(24.0), jnp.full(3, 2.0**59), jnp.zeros(0), jnp.array([3e-30, 4e-30])):
+    assert float(reduce.norm_without_overflow(x)) == float(reduce.norm(x))  # below 2^60: norm bit for bit
+  assert np.isnan(float(reduce.norm_without_overflow(jnp.array([jnp.nan, 1.0]))))

@@ -32,3 +32,18 @@ def test_bias_correction_accurate_has_no_cancellation():
   direct_error = np.max(np.abs(np.asarray(numerics.bias_correction(0.999, count)) / exact - 1))
   assert direct_error > 1e-6  # what the direct float32 form loses
   np.testing.assert_array_equal(numerics.bias_correction_accurate(0.0, count), 1.0)
+
+
+def test_statistics_dtype_rule():
+  assert numerics.stats_dtype(jnp.float16) == jnp.float32 and numerics.stats_dtype(jnp.bfloat16) == jnp.float32
+  assert numerics.stats_dtype(jnp.float32) == jnp.float32
+  assert numerics.stats_dtype(jnp.float16, jnp.bfloat16) == jnp.bfloat16  # the user's opt-out wins
+  zeros = numerics.stats_zeros_like({"a": jnp.ones(2, jnp.float16), "b": None})
+  assert zeros["a"].dtype == jnp.float32 and zeros["b"] is None
+
+
+def test_ema_squares_float16_values_in_a_float32_moment():
+  nu = numerics.ema(jnp.zeros(2, jnp.float32), jnp.full(2, 1e3, jnp.float16), jnp.float32(0.999), order=2)
+  # 1e3² = 1e6 overflows float16 (max 65504); squared in float32 it is exact, times float32 0.001.
+  np.testing.assert_allclose(nu, (1.0 - np.float32(0.999)) * 1e6, rtol=1e-6)
+  assert nu.dtype == jnp.float32

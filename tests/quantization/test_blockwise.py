@@ -127,6 +127,22 @@ def test_nan_poisons_its_block_only():
   np.testing.assert_array_equal(y[1], 1.0)
 
 
+@pytest.mark.parametrize("code", ["signed", "unsigned"])
+def test_inf_keeps_its_place_and_its_block_stays_finite_elsewhere(code):
+  """An overflowed statistic (inf) dequantizes to inf again, as optax keeps it, so that m/sqrt(v) = 0; the
+  other elements of its block dequantize to exactly 0 (x / inf), never NaN; other blocks are untouched."""
+  table = maps.signed_map() if code == "signed" else maps.unsigned_map()
+  x = np.ones((2, 256), np.float32)
+  x[0, 3], x[0, 4] = np.inf, 5.0
+  q = blockwise.quantize_blockwise(jnp.asarray(x), table, 256)
+  y = np.asarray(blockwise.dequantize_blockwise(q, table, 256))
+  assert y[0, 3] == np.inf and np.all(np.delete(y[0], 3) == 0.0)
+  np.testing.assert_array_equal(y[1], 1.0)
+  again = blockwise.requantize_blockwise(jnp.asarray(y), q, table, 256)  # unchanged: same codes and scales
+  np.testing.assert_array_equal(again.codes, q.codes)
+  np.testing.assert_array_equal(again.absmax, q.absmax)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
 def test_input_and_output_dtypes(dtype):
   x = jnp.asarray(moment_like((300,)), dtype)

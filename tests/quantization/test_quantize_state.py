@@ -338,3 +338,22 @@ def test_nnx_optimizer_with_sharding_annotations():
   assert state.absmax.mu["b"]["kernel"][...].shape == (64, 16)
   assert state.absmax.mu["b"]["kernel"][...].sharding.is_equivalent_to(NamedSharding(mesh, P(None, "x")), 2)
   assert state.absmax.mu["a"]["kernel"][...].shape == (128,)
+
+
+def test_float16_params_run_the_inner_update_in_float32():
+  """optax.adam squares the gradient in its own dtype: 1e3² overflows float16. quantize_state hands the inner
+  update float32 gradients (as bitsandbytes computes in float32), so its second moment stays finite; the
+  updates come back in float16 and the small, full-precision leaves keep their dtype."""
+  tx = gradtx.quantize_state(optax.adam(1e-3), min_size=256)
+  params = {"w": jnp.zeros((4, 64), jnp.float16), "b": jnp.zeros(4, jnp.float16)}
+  state = tx.init(params)
+  dtypes = [x.dtype for x in jax.tree.leaves(state)]
+  grads = jax.tree.map(lambda p: jnp.full(p.shape, 1e3, p.dtype), params)
+  step = jax.jit(tx.update)
+  for _ in range(2):
+    updates, state = step(grads, state, params)
+  assert [x.dtype for x in jax.tree.leaves(state)] == dtypes
+  assert all(u.dtype == jnp.float16 and bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
+  nu = blockwise.dequantize_blockwise(
+      blockwise.QuantizedArray(state.inner_state[0].nu["w"], state.absmax[0].nu["w"]), maps.unsigned_map(), 256)
+  assert bool(jnp.all(jnp.isfinite(nu))) and float(nu.max()) > 1e3  # (1 − 0.999²) · 1e6 ≈ 2e3
