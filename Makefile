@@ -22,8 +22,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
-# The multi-process tests and the registry-wide matrix of wrapper checks (nnx, orbax, meshes, float16/float64)
-# for the optimizers that do not represent their family in `make test` (tests/conformance/problems.py).
+# The multi-process tests, the registry-wide matrix of wrapper checks (nnx, orbax, meshes, float16/float64)
+# for the optimizers that do not represent their family in `make test` (tests/conformance/problems.py), and
+# the three longest notebooks (notebooks/conftest.py).
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m slow
 

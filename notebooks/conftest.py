@@ -15,3 +15,17 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_ROOT, ".jax_cac
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 collect_ignore_glob = ["*.py"]
+
+#: Notebooks that take 45-60 s of CPU each on 2 cores: ``make test-slow`` executes them (and ``make test``
+#: the others), which keeps ``make test`` within its 15-minute budget; ``tests/test_notebooks.py`` still checks
+#: every notebook's pairing, stripped outputs and install cell in ``make test``.
+SLOW_NOTEBOOKS = frozenset({"memory_efficient_training.ipynb", "curvature.ipynb", "scale_out.ipynb"})
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  import pytest  # noqa: PLC0415  (pytest is only there when the suite runs)
+
+  for item in items:
+    if item.path.suffix == ".ipynb" and item.path.name in SLOW_NOTEBOOKS:
+      item.add_marker(pytest.mark.slow)

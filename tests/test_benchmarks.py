@@ -6,6 +6,7 @@ import sys
 
 import jax.numpy as jnp
 import optax
+import pytest
 
 import gradtx
 
@@ -24,6 +25,7 @@ def test_llama_shapes_match_the_published_sizes():
   assert round(counts["7B"] / 1e9, 2) == 6.74  # LLaMA-7B
 
 
+@pytest.mark.slow  # runs a benchmark script end to end (10-20 s of CPU); make test-slow
 def test_memory_benchmark_covers_every_registered_optimizer(tmp_path):
   out = tmp_path / "memory.md"
   assert memory_bench.main(["--sizes", "60M,7B", "--out", str(out)]) == 0
@@ -39,6 +41,7 @@ def test_memory_benchmark_covers_every_registered_optimizer(tmp_path):
     assert 0 <= int(row[6].strip(" |B+").replace(",", "")) < 100_000, row
 
 
+@pytest.mark.slow  # runs a benchmark script end to end (10-20 s of CPU); make test-slow
 def test_step_time_measures_side_by_side_and_reports_ratios():
   params = {"kernel": jnp.ones((64, 32)), "scale": jnp.ones(32)}
   cands, skipped = step_time.build_candidates(params, [])

@@ -13,6 +13,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks
 import convergence  # noqa: E402
 
 
+@pytest.mark.slow  # runs a benchmark script end to end (10-20 s of CPU); make test-slow
 def test_tiny_run_reports_every_chosen_optimizer(tmp_path):
   assert convergence.main(["--size", "tiny", "--tasks", "digits", "--optimizers", "lion", "--lr-multipliers",
                            "0.5,2", "--out", str(tmp_path), "--no-progress"]) == 0

@@ -270,7 +270,7 @@ PIECES = {
 #: Exported functions that are not factories: they compute on data (at trace time, inside `update`) or
 #: inspect states and trees; their numeric arguments are the factories' above.
 NOT_FACTORIES = frozenset({
-    "conv_patches", "coordinate_norm_test", "dequantize_blockwise", "exclude_bias_and_norm",
+    "check_replicas_agree", "conv_patches", "coordinate_norm_test", "dequantize_blockwise", "exclude_bias_and_norm",
     "fill_masked_leaves", "inner_product_test", "memory_report", "next_batch_size", "norm_test",
     "orthogonality_test", "quantize_blockwise", "recorded_grad_norms", "refined_schedule_values",
     "smooth_grad_norms", "spsa_direction", "state_nbytes", "state_shardings",

@@ -92,6 +92,8 @@ def test_gnb():
   _close(single, sharded)
 
 
+# 20 s of CPU; tests/conformance/test_data_parallel.py checks every per-device-data optimizer in make test
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [

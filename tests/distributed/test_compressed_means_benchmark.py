@@ -3,9 +3,12 @@
 import importlib.util
 import pathlib
 
+import pytest
+
 _PATH = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "compressed_means.py"
 
 
+@pytest.mark.slow  # runs a benchmark script end to end (10-20 s of CPU); make test-slow
 def test_compressed_means_benchmark_report(tmp_path):
   spec = importlib.util.spec_from_file_location("compressed_means_benchmark", _PATH)
   bench = importlib.util.module_from_spec(spec)
